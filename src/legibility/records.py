@@ -23,8 +23,13 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Message(Record):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
 class Problem(Record):
-    """One benchmark item. For multiple choice, `answer` is the gold letter and `choices` the options in order."""
+    """One benchmark item. For multiple choice `answer` is the gold letter, `choices` the options in order."""
 
     id: str
     benchmark: Benchmark
@@ -51,6 +56,7 @@ class Trace(Record):
     benchmark: Benchmark
     subtask: str | None = None
     generator: str
+    prompt: list[Message] = Field(default_factory=list)  # the chat the generator answered (benchmark prompt)
     reasoning: str  # the CoT, without <think> tags
     answer_text: str  # what came after </think>
     extracted: str | None = None  # the answer the grader read from answer_text
@@ -58,11 +64,6 @@ class Trace(Record):
     complete: bool = True  # False when </think> or a final answer is missing (e.g. truncated)
     source: str | None = None  # "path:line"
     meta: dict[str, Any] = Field(default_factory=dict)
-
-
-class Message(Record):
-    role: Literal["system", "user", "assistant"]
-    content: str
 
 
 class Pair(Record):
@@ -96,7 +97,9 @@ def parse_line(line: str, model: type[R], path: str | os.PathLike, lineno: int) 
     try:
         data = json.loads(line)
     except json.JSONDecodeError as e:
-        raise LegibilityError(f"{where(path, lineno)}: not valid JSON ({e.msg} at column {e.colno})") from None
+        raise LegibilityError(
+            f"{where(path, lineno)}: not valid JSON ({e.msg} at column {e.colno})"
+        ) from None
     try:
         return model.model_validate(data)
     except ValidationError as e:

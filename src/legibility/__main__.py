@@ -1,0 +1,3 @@
+from legibility.cli import main
+
+main()

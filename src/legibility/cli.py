@@ -1,0 +1,349 @@
+"""The `legibility` command: a thin layer over the Python API (every command is a few calls into a module)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from legibility.errors import LegibilityError
+
+app = typer.Typer(
+    help="Chain-of-thought legibility: benchmarks, traces, transforms, DPO pairs, training.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+traces_app = typer.Typer(help="Import, re-grade and count reasoning traces.", no_args_is_help=True)
+pairs_app = typer.Typer(help="Build and inspect DPO preference pairs.", no_args_is_help=True)
+benchmarks_app = typer.Typer(help="Load benchmark problems.", no_args_is_help=True)
+app.add_typer(traces_app, name="traces")
+app.add_typer(pairs_app, name="pairs")
+app.add_typer(benchmarks_app, name="benchmarks")
+
+console = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+Levels = Annotated[str | None, typer.Option(help="MATH levels, comma-separated (e.g. 3,4,5); default all.")]
+Subtasks = Annotated[
+    str | None,
+    typer.Option(help="BBH subtasks, comma-separated, or 'all'; default the six multiple-choice ones."),
+]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config field: dotted.key=value.")]
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option(help="Show Python tracebacks on errors.")] = False) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+    )
+
+
+def _load_problems(
+    benchmark: str, path: str, levels: str | None, subtasks: str | None, seed: int
+) -> list[Any]:
+    """Problems from a benchmark file, or from a problems JSONL written by `benchmarks load`."""
+    from legibility import benchmarks
+    from legibility.records import Problem, read_jsonl
+
+    p = Path(path)
+    if p.suffix == ".jsonl" and p.is_file():
+        with p.open(encoding="utf-8") as f:
+            first = f.readline()
+        try:
+            is_records = {"id", "benchmark", "question"} <= set(json.loads(first))
+        except (json.JSONDecodeError, TypeError):
+            is_records = False
+        if is_records:
+            return [q for q in read_jsonl(p, Problem) if q.benchmark == benchmark]
+    options: dict[str, Any] = {"seed": seed}
+    if benchmark == "math":
+        options["levels"] = [int(x) for x in levels.split(",")] if levels else None
+    if benchmark == "bbh" and subtasks:
+        options["subtasks"] = "all" if subtasks == "all" else subtasks.split(",")
+    return benchmarks.load(benchmark, path, **options)
+
+
+@benchmarks_app.command("load")
+def benchmarks_load(
+    name: Annotated[str, typer.Argument(help="gpqa, math or bbh.")],
+    path: Annotated[str, typer.Argument(help="Benchmark file or folder (or a dataset name when online).")],
+    out: Annotated[Path, typer.Option(help="Write the problems here as JSONL.")],
+    levels: Levels = "3,4,5",
+    subtasks: Subtasks = None,
+    seed: Annotated[int, typer.Option(help="Seed for the choice order of multiple-choice items.")] = 42,
+) -> None:
+    """Load a benchmark into Problem records (JSONL)."""
+    from legibility.records import write_jsonl
+
+    problems = _load_problems(name, path, levels, subtasks, seed)
+    write_jsonl(out, problems)
+    console.print(f"{len(problems)} {name} problems -> {out}")
+
+
+@traces_app.command("import")
+def traces_import(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Trace files: JSONL, JSON arrays or chat-completion objects.")
+    ],
+    out: Annotated[Path, typer.Option(help="Write the graded traces here (JSONL).")],
+    benchmark: Annotated[str, typer.Option(help="gpqa, math or bbh.")],
+    problems: Annotated[
+        str | None, typer.Option(help="Benchmark file the traces answer; omit for self-contained files.")
+    ] = None,
+    generator: Annotated[
+        str | None, typer.Option(help="Generator name (else read from each record).")
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            help="Field mapping role=name (roles: response, reasoning, answer, question, problem_id, "
+            "generator, gold; dotted names reach nested objects).",
+        ),
+    ] = None,
+    levels: Levels = None,
+    subtasks: Subtasks = "all",
+    seed: Annotated[int, typer.Option(help="Seed used for the benchmark's choice order.")] = 42,
+    allow_unmatched: Annotated[
+        bool, typer.Option(help="Skip (and count) traces matching no problem.")
+    ] = False,
+) -> None:
+    """Import traces produced elsewhere: join each to its problem and re-grade it against gold."""
+    from legibility.records import write_jsonl
+    from legibility.traces import import_traces
+
+    mapping = {}
+    for item in field or []:
+        role, sep, name = item.partition("=")
+        if not sep:
+            raise LegibilityError(f"--field {item!r}: expected role=field_name")
+        mapping[role] = name
+    probs = _load_problems(benchmark, problems, levels, subtasks, seed) if problems else None
+    traces = import_traces(
+        paths,
+        probs,
+        generator=generator,
+        benchmark=benchmark,
+        allow_unmatched=allow_unmatched,
+        progress=True,
+        **mapping,
+    )
+    write_jsonl(out, traces)
+    console.print(f"{len(traces)} traces -> {out}")
+    _print_trace_stats(traces)
+
+
+def _print_trace_stats(traces: list[Any]) -> None:
+    from legibility.traces import trace_stats
+
+    table = Table("generator", "benchmark", "total", "complete", "correct", "accuracy", "usable")
+    for r in trace_stats(traces):
+        acc = f"{r['correct'] / r['total']:.1%}" if r["total"] else "-"
+        table.add_row(
+            r["generator"],
+            r["benchmark"],
+            str(r["total"]),
+            str(r["complete"]),
+            str(r["correct"]),
+            acc,
+            str(r["usable"]),
+        )
+    console.print(table)
+
+
+@traces_app.command("stats")
+def traces_stats(file: Annotated[Path, typer.Argument(help="A traces JSONL file.")]) -> None:
+    """Counts per generator x benchmark: total, complete, correct, usable (complete and correct)."""
+    from legibility.records import Trace, read_jsonl
+
+    _print_trace_stats(read_jsonl(file, Trace))
+
+
+@app.command("grade")
+def grade_cmd(
+    benchmark: Annotated[str, typer.Option(help="gpqa, math or bbh.")],
+    problems: Annotated[str, typer.Option(help="Benchmark file holding the problem.")],
+    id: Annotated[str, typer.Option("--id", help="Problem id (with or without the benchmark prefix).")],
+    response: Annotated[str, typer.Option(help="The model's response text ('-' reads stdin).")],
+    seed: Annotated[int, typer.Option(help="Seed used for the choice order.")] = 42,
+) -> None:
+    """Show how one response is graded: extracted answer, gold, verdict and why."""
+    from legibility.grading import grade
+
+    text = sys.stdin.read() if response == "-" else response
+    probs = _load_problems(benchmark, problems, None, "all", seed)
+    match = [p for p in probs if p.id in (id, f"{benchmark}/{id}")]
+    if not match:
+        raise LegibilityError(f"{problems}: no problem with id {id!r} (ids look like {probs[0].id!r})")
+    g = grade(match[0], text)
+    console.print(f"problem   {match[0].id}")
+    console.print(f"gold      {match[0].answer}")
+    console.print(f"extracted {g.answer}")
+    console.print(f"method    {g.method}")
+    console.print(f"correct   {g.correct}" + (f"  ({g.reason})" if getattr(g, "reason", None) else ""))
+
+
+@pairs_app.command("build")
+def pairs_build(
+    traces: Annotated[Path, typer.Argument(help="Graded traces (JSONL from `traces import`).")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    config: Annotated[
+        Path | None, typer.Option(help="Experiment config; its `pairs` section is used.")
+    ] = None,
+    direction: Annotated[str | None, typer.Option(help="legible (original preferred) or illegible.")] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer for length stats: local path or 'embedded'; 'none' skips.")
+    ] = None,
+    max_length: Annotated[int | None, typer.Option(help="Token limit to count pairs against.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for transforms and the split.")] = None,
+    set_: Sets = None,
+) -> None:
+    """Corrupt each usable trace with the nine transforms; split by problem; export TRL + Together files."""
+    from legibility import pairs as P
+    from legibility.records import Trace, read_jsonl
+
+    cfg = P.PairsConfig()
+    if config is not None:
+        from legibility.config import load_config
+
+        cfg = load_config(config, set_ or []).pairs
+    elif set_:
+        cfg = _apply_sets(cfg, set_, prefix="pairs.")
+    explicit = {"direction": direction, "tokenizer": tokenizer, "max_length": max_length, "seed": seed}
+    cfg = cfg.model_copy(update={k: v for k, v in explicit.items() if v is not None})
+    cfg = P.PairsConfig.model_validate(cfg.model_dump())
+    pairset = P.build_pairs(read_jsonl(traces, Trace), cfg, progress=True)
+    tok = None
+    if cfg.tokenizer and cfg.tokenizer.lower() != "none":
+        from legibility.models import load_tokenizer
+
+        tok = load_tokenizer(cfg.tokenizer)
+    stats = P.pair_stats(pairset, cfg, tok, cfg.tokenizer)
+    P.write_pairs(pairset, out, stats)
+    _print_pair_stats(stats)
+    console.print(f"{len(pairset.train)} train + {len(pairset.val)} val pairs -> {out}/")
+
+
+def _apply_sets(cfg: Any, sets: list[str], prefix: str) -> Any:
+    import yaml
+
+    data = cfg.model_dump()
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith(prefix) or key[len(prefix) :] not in data:
+            raise LegibilityError(
+                f"--set {item!r}: expected {prefix}<field>=value (fields: {', '.join(data)})"
+            )
+        data[key[len(prefix) :]] = yaml.safe_load(value)
+    return type(cfg).model_validate(data)
+
+
+def _print_pair_stats(stats: dict[str, Any]) -> None:
+    table = Table("transform", "benchmark", "generator", "train", "val")
+    for r in stats["table"]:
+        table.add_row(r["transform"], r["benchmark"], r["generator"], str(r["train"]), str(r["val"]))
+    console.print(table)
+    if "tokens" in stats:
+        t = stats["tokens"]
+        lt = Table(
+            "split",
+            "prompt+chosen min/median/p95/max",
+            "prompt+rejected min/median/p95/max",
+            f"> {t['max_length']} tokens",
+            title=f"token lengths ({t['tokenizer']})",
+        )
+        for split in ("train", "val"):
+            s = t[split]
+            fmt = "{min}/{median}/{p95}/{max}"
+            lt.add_row(
+                split,
+                fmt.format(**s["prompt_chosen"]),
+                fmt.format(**s["prompt_rejected"]),
+                str(s["over_max_length"]),
+            )
+        console.print(lt)
+    if stats["skipped"]:
+        console.print("not made: " + ", ".join(f"{k} ({v})" for k, v in stats["skipped"].items()))
+
+
+@pairs_app.command("show")
+def pairs_show(
+    file: Annotated[Path, typer.Argument(help="A pair file (train.jsonl / val.jsonl).")],
+    index: Annotated[int, typer.Option(help="Which pair (0-based).")] = 0,
+) -> None:
+    """Print one pair with the transform's effect visible (a sentence-level diff)."""
+    from legibility.diffview import render_pair
+    from legibility.pairs import read_pairs
+
+    pairs = read_pairs(file)
+    if not 0 <= index < len(pairs):
+        raise LegibilityError(f"{file}: --index {index} out of range (0..{len(pairs) - 1})")
+    console.print(render_pair(pairs[index], index))
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML).")],
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: {run_dir}/train).")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in the run folder.")] = False,
+    backend: Annotated[
+        str, typer.Option(help="local (TRL) or together (Together AI fine-tuning).")
+    ] = "local",
+    dry_run: Annotated[bool, typer.Option(help="together: print the exact request, send nothing.")] = False,
+    set_: Sets = None,
+) -> None:
+    """DPO + LoRA training with the config's recipe, locally with TRL or as a Together AI job."""
+    from legibility.config import load_config
+
+    cfg = load_config(config, set_ or [])
+    if backend == "local":
+        from legibility.train import run_training
+
+        path = run_training(cfg, out, resume=resume)
+        console.print(f"adapter -> {path}")
+    elif backend == "together":
+        from legibility.together import submit
+
+        request = submit(cfg, dry_run=dry_run)
+        console.print_json(json.dumps(request))
+    else:
+        raise LegibilityError(f"--backend {backend!r}: choose local or together")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2; --debug shows the traceback."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except LegibilityError as e:
+        if debug:
+            raise
+        err.print(f"error: {e}", markup=False, highlight=False)
+        sys.exit(2)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        if debug:
+            raise
+        err.print(f"error: {e.filename}: {e.strerror}", markup=False, highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

@@ -1,0 +1,140 @@
+"""The CLI end to end on real data: import, stats, grade, pairs build/show, and its one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "250", "HF_HUB_OFFLINE": "1"}  # wide: rich wraps tables and errors at 80
+    return subprocess.run(
+        [sys.executable, "-m", "legibility", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env=env,
+    )
+
+
+def test_help_on_every_command() -> None:
+    for cmd in (
+        [],
+        ["traces"],
+        ["traces", "import"],
+        ["traces", "stats"],
+        ["grade"],
+        ["pairs"],
+        ["pairs", "build"],
+        ["pairs", "show"],
+        ["train"],
+        ["benchmarks", "load"],
+    ):
+        r = cli(*cmd, "--help")
+        assert r.returncode == 0, (cmd, r.stderr)
+        assert "Usage" in r.stdout
+
+
+def test_one_line_errors(tmp_path: Path, shared_data: Path) -> None:
+    r = cli("traces", "stats", str(tmp_path / "missing.jsonl"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "missing.jsonl" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = cli("benchmarks", "load", "nope", "x", "--out", str(tmp_path / "p.jsonl"))
+    assert r.returncode == 2 and "unknown benchmark" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "t.jsonl"
+    bad.write_text('{"id": "x"}\n')
+    r = cli("traces", "stats", str(bad))
+    assert r.returncode == 2 and "t.jsonl:1" in r.stderr and "Traceback" not in r.stderr
+    r = cli("--debug", "traces", "stats", str(bad))
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_import_stats_grade(tmp_path: Path, shared_data: Path) -> None:
+    out = tmp_path / "traces.jsonl"
+    traces = sorted((shared_data / "traces/markyx316__LLM-Reasoning-Trace-Topology").glob("*.jsonl"))
+    r = cli(
+        "traces",
+        "import",
+        *map(str, traces),
+        "--benchmark",
+        "math",
+        "--problems",
+        str(shared_data / "math/math500_test.json"),
+        "--out",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "70 traces" in r.stdout
+    r = cli("traces", "stats", str(out))
+    assert r.returncode == 0 and "deepseek-reasoner" in r.stdout
+    r = cli(
+        "grade",
+        "--benchmark",
+        "math",
+        "--problems",
+        str(shared_data / "math/math500_test.json"),
+        "--id",
+        "test/precalculus/807.json",
+        "--response",
+        "so \\boxed{(3, \\frac{\\pi}{2})}",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "correct   True" in r.stdout
+    r = cli(
+        "grade",
+        "--benchmark",
+        "math",
+        "--problems",
+        str(shared_data / "math/math500_test.json"),
+        "--id",
+        "test/precalculus/807.json",
+        "--response",
+        "\\boxed{(3, \\pi)}",
+    )
+    assert "correct   False" in r.stdout
+
+
+@pytest.mark.slow
+def test_pairs_build_and_show(tmp_path: Path, shared_data: Path) -> None:
+    out = tmp_path / "traces.jsonl"
+    traces = sorted((shared_data / "traces/markyx316__LLM-Reasoning-Trace-Topology").glob("*.jsonl"))
+    assert (
+        cli(
+            "traces",
+            "import",
+            *map(str, traces),
+            "--benchmark",
+            "math",
+            "--problems",
+            str(shared_data / "math/math500_test.json"),
+            "--out",
+            str(out),
+        ).returncode
+        == 0
+    )
+    r = cli(
+        "pairs",
+        "build",
+        str(out),
+        "--out",
+        str(tmp_path / "pairs"),
+        "--tokenizer",
+        "none",
+        "--set",
+        "pairs.val_fraction=0.2",
+    )
+    assert r.returncode == 0, r.stderr
+    for name in ("train.jsonl", "val.jsonl", "together_train.jsonl", "together_val.jsonl", "stats.json"):
+        assert (tmp_path / "pairs" / name).is_file()
+    r = cli("pairs", "show", str(tmp_path / "pairs/train.jsonl"), "--index", "3")
+    assert r.returncode == 0, r.stderr
+    assert "transform" in r.stdout and "CoT: original -> corrupted" in r.stdout
+    r = cli("pairs", "show", str(tmp_path / "pairs/train.jsonl"), "--index", "100000")
+    assert r.returncode == 2 and "out of range" in r.stderr
