@@ -153,8 +153,9 @@ def test_math_without_think_needs_a_box() -> None:
 
 def test_math_unfinished_think_is_no_answer() -> None:
     g = grade(math("4"), "<think>2+2 = \\boxed{4}? let me check again, 2+2")  # no </think>: still reasoning
-    # Without a closing tag the whole reply is the region and its last box is read (the brief's rule).
-    assert g.answer == "4"
+    # An opened, never closed think block is a truncated reply: its boxes are still reasoning.
+    assert (g.answer, g.correct) == (None, False)
+    assert grade(math("4"), "no tags at all, so \\boxed{4}").correct  # no think block: the last box counts
     g = grade(math("4"), "<think>2+2 is 4, the answer is 4, let me verify")
     assert (g.answer, g.correct) == (None, False)
 
@@ -420,3 +421,12 @@ def test_normalize_text() -> None:
     assert normalize_text(r"$\text{Valid}$") == "valid"
     assert normalize_text("] ) }") == "] ) }"
     assert normalize_text('"Yes"') == "yes"
+
+
+def test_truncated_think_block_has_no_answer() -> None:
+    math = Problem(id="math/t", benchmark="math", question="q", answer="\\frac{1}{2}", source="t")
+    g = grade(math, "<think>so maybe \\boxed{1/2} but let me check")
+    assert (g.answer, g.correct) == (None, False) and "truncated" in (g.reason or "")
+    mc = Problem(id="gpqa/t", benchmark="gpqa", question="q", choices=list("wxyz"), answer="C", source="t")
+    assert not grade(mc, "<think>Answer: C ... wait").correct
+    assert grade(mc, "<think>hm</think>Answer: C").correct

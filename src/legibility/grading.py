@@ -4,7 +4,8 @@ Every accuracy number in the project goes through `grade`, so it errs on the sid
 that cannot be read unambiguously is graded incorrect (with a reason), never guessed.
 
 Where the answer is read: with a `</think>`, only the text after it; without one, the whole reply (a
-reply that is all reasoning and never states an answer gets `answer=None`).
+reply that is all reasoning and never states an answer gets `answer=None`). A reply that opens `<think>`
+and never closes it was cut off: no answer, whatever it boxed on the way.
 
 - MATH: the last `\\boxed{}` (or `\\fbox{}`), compared with math-verify (`verify(gold, pred)`, gold first).
   After a `</think>` only, a reply without a box may also state it as "the final answer is $x$" /
@@ -368,6 +369,10 @@ def grade(problem: Problem, response: str) -> Grade:
     """Grade one reply against `problem.answer` (see the module docstring for the rules)."""
     split = split_think(response)
     region = split.answer if split.closed else response
+    method = "math-verify" if problem.benchmark == "math" and not problem.choices else "letter"
+    if not split.closed and "<think>" in response:
+        # An opened but never closed think block is a truncated reply: whatever it boxed was still thinking.
+        return Grade(None, False, method, "unfinished <think> block (truncated reply)")
     gold = _gold_letter(problem)
     if problem.choices or (gold is not None and problem.benchmark != "math"):
         if gold is None:
