@@ -135,6 +135,6 @@ def test_pairs_build_and_show(tmp_path: Path, shared_data: Path) -> None:
         assert (tmp_path / "pairs" / name).is_file()
     r = cli("pairs", "show", str(tmp_path / "pairs/train.jsonl"), "--index", "3")
     assert r.returncode == 0, r.stderr
-    assert "transform" in r.stdout and "CoT: original -> corrupted" in r.stdout
+    assert "transform donor_splice_25" in r.stdout and "CoT, corrupted order" in r.stdout
     r = cli("pairs", "show", str(tmp_path / "pairs/train.jsonl"), "--index", "100000")
     assert r.returncode == 2 and "out of range" in r.stderr

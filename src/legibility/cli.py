@@ -53,9 +53,7 @@ def _main(debug: Annotated[bool, typer.Option(help="Show Python tracebacks on er
     )
 
 
-def _load_problems(
-    benchmark: str, path: str, levels: str | None, subtasks: str | None, seed: int
-) -> list[Any]:
+def _load_problems(benchmark: str, path: str, levels: str | None, subtasks: str | None, seed: int) -> list[Any]:
     """Problems from a benchmark file, or from a problems JSONL written by `benchmarks load`."""
     from legibility import benchmarks
     from legibility.records import Problem, read_jsonl
@@ -97,17 +95,13 @@ def benchmarks_load(
 
 @traces_app.command("import")
 def traces_import(
-    paths: Annotated[
-        list[Path], typer.Argument(help="Trace files: JSONL, JSON arrays or chat-completion objects.")
-    ],
+    paths: Annotated[list[Path], typer.Argument(help="Trace files: JSONL, JSON arrays or chat-completion objects.")],
     out: Annotated[Path, typer.Option(help="Write the graded traces here (JSONL).")],
     benchmark: Annotated[str, typer.Option(help="gpqa, math or bbh.")],
     problems: Annotated[
         str | None, typer.Option(help="Benchmark file the traces answer; omit for self-contained files.")
     ] = None,
-    generator: Annotated[
-        str | None, typer.Option(help="Generator name (else read from each record).")
-    ] = None,
+    generator: Annotated[str | None, typer.Option(help="Generator name (else read from each record).")] = None,
     field: Annotated[
         list[str] | None,
         typer.Option(
@@ -119,9 +113,7 @@ def traces_import(
     levels: Levels = None,
     subtasks: Subtasks = "all",
     seed: Annotated[int, typer.Option(help="Seed used for the benchmark's choice order.")] = 42,
-    allow_unmatched: Annotated[
-        bool, typer.Option(help="Skip (and count) traces matching no problem.")
-    ] = False,
+    allow_unmatched: Annotated[bool, typer.Option(help="Skip (and count) traces matching no problem.")] = False,
 ) -> None:
     """Import traces produced elsewhere: join each to its problem and re-grade it against gold."""
     from legibility.records import write_jsonl
@@ -202,9 +194,7 @@ def grade_cmd(
 def pairs_build(
     traces: Annotated[Path, typer.Argument(help="Graded traces (JSONL from `traces import`).")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
-    config: Annotated[
-        Path | None, typer.Option(help="Experiment config; its `pairs` section is used.")
-    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Experiment config; its `pairs` section is used.")] = None,
     direction: Annotated[str | None, typer.Option(help="legible (original preferred) or illegible.")] = None,
     tokenizer: Annotated[
         str | None, typer.Option(help="Tokenizer for length stats: local path or 'embedded'; 'none' skips.")
@@ -246,9 +236,7 @@ def _apply_sets(cfg: Any, sets: list[str], prefix: str) -> Any:
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not key.startswith(prefix) or key[len(prefix) :] not in data:
-            raise LegibilityError(
-                f"--set {item!r}: expected {prefix}<field>=value (fields: {', '.join(data)})"
-            )
+            raise LegibilityError(f"--set {item!r}: expected {prefix}<field>=value (fields: {', '.join(data)})")
         data[key[len(prefix) :]] = yaml.safe_load(value)
     return type(cfg).model_validate(data)
 
@@ -301,9 +289,7 @@ def train_cmd(
     config: Annotated[Path, typer.Argument(help="Experiment config (YAML).")],
     out: Annotated[Path | None, typer.Option(help="Run folder (default: {run_dir}/train).")] = None,
     resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in the run folder.")] = False,
-    backend: Annotated[
-        str, typer.Option(help="local (TRL) or together (Together AI fine-tuning).")
-    ] = "local",
+    backend: Annotated[str, typer.Option(help="local (TRL) or together (Together AI fine-tuning).")] = "local",
     dry_run: Annotated[bool, typer.Option(help="together: print the exact request, send nothing.")] = False,
     set_: Sets = None,
 ) -> None:
