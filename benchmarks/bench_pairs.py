@@ -64,8 +64,10 @@ def main() -> None:
         stats = pair_stats(ps, cfg.model_copy(update={"tokenizer": args.tokenizer}), tok, args.tokenizer)
         t_tok = time.perf_counter() - t0
         tr = stats["tokens"]["train"]["prompt_chosen"]
-        print(f"token stats ({args.tokenizer}, fast tokenizer, batches of 256): {t_tok:.2f} s for {n} pairs "
-              f"({n / t_tok:.0f} pairs/s)")
+        print(
+            f"token stats ({args.tokenizer}, fast tokenizer, batches of 256): {t_tok:.2f} s for {n} pairs "
+            f"({n / t_tok:.0f} pairs/s)"
+        )
         print(f"prompt+chosen tokens: median {tr['median']:.0f}, p95 {tr['p95']}, max {tr['max']}")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

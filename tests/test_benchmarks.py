@@ -77,9 +77,7 @@ def test_gpqa_real_all_rows_with_gold_letter(gpqa_csv: Path) -> None:
 
 def test_gpqa_real_shuffle_deterministic_and_seeded(gpqa_csv: Path) -> None:
     a, b = load("gpqa", gpqa_csv), load("gpqa", gpqa_csv, seed=42)
-    assert len(a) == len(b) and all(
-        p == q for p, q in zip(a, b, strict=True)
-    )  # no diff: it would print GPQA text
+    assert len(a) == len(b) and all(p == q for p, q in zip(a, b, strict=True))  # no diff: it would print GPQA text
     c = load("gpqa", gpqa_csv, seed=7)
     assert [p.id for p in a] == [p.id for p in c]
     differ = sum(p.choices != q.choices for p, q in zip(a, c, strict=True))
@@ -293,9 +291,7 @@ def test_bbh_split_options() -> None:
 
 def test_bbh_bad_target_letter(tmp_path: Path) -> None:
     path = tmp_path / "toy.json"
-    path.write_text(
-        json.dumps({"canary": "c", "examples": [{"input": "Q\nOptions:\n(A) a\n(B) b", "target": "(C)"}]})
-    )
+    path.write_text(json.dumps({"canary": "c", "examples": [{"input": "Q\nOptions:\n(A) a\n(B) b", "target": "(C)"}]}))
     with pytest.raises(LegibilityError, match=r"toy\.json#0: target"):
         load("bbh", path)
 
@@ -321,9 +317,7 @@ def test_load_errors(tmp_path: Path) -> None:
 def test_looks_like_hf() -> None:
     assert looks_like_hf("Idavidrein/gpqa") and looks_like_hf("HuggingFaceH4/MATH-500")
     assert looks_like_hf("lukaemon/bbh")
-    assert (
-        not looks_like_hf("data/gpqa.csv") and not looks_like_hf("/abs/dir/x") and not looks_like_hf("a/b/c")
-    )
+    assert not looks_like_hf("data/gpqa.csv") and not looks_like_hf("/abs/dir/x") and not looks_like_hf("a/b/c")
 
 
 @pytest.fixture

@@ -215,9 +215,7 @@ def test_math500_reference_solutions_grade_correct() -> None:
         if not g.correct:
             misses.append((i, item["unique_id"], item["answer"], g.answer, g.reason))
     rate = 1 - len(misses) / len(items)
-    print(
-        f"\nMATH-500 reference solutions graded correct: {rate:.4f} ({len(items) - len(misses)}/{len(items)})"
-    )
+    print(f"\nMATH-500 reference solutions graded correct: {rate:.4f} ({len(items) - len(misses)}/{len(items)})")
     for miss in misses:
         print("  miss:", miss)
     assert len(items) == 500

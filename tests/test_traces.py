@@ -134,19 +134,14 @@ def test_field_mapping_and_errors(tmp_path: Path) -> None:
     with pytest.raises(LegibilityError, match=r"t\.jsonl:2: field out\.cot"):
         import_traces(f, [_problem()], generator="g", question="q", reasoning="out.cot", answer="out.final")
     f.write_text(f.read_text().splitlines()[0] + "\n")
-    (t,) = import_traces(
-        f, [_problem()], generator="g", question="q", reasoning="out.cot", answer="out.final"
-    )
+    (t,) = import_traces(f, [_problem()], generator="g", question="q", reasoning="out.cot", answer="out.final")
     assert t.correct and t.reasoning == "one and one"
     with pytest.raises(LegibilityError, match="unknown field mapping"):
         import_traces(f, [_problem()], nonsense="x")
     other = Problem(id="math/t2", benchmark="math", question="What is 2+2?", answer="4", source="t")
     with pytest.raises(LegibilityError, match=r"t\.jsonl:1: matched no problem"):
         import_traces(f, [other], generator="g", question="q", reasoning="out.cot", answer="out.final")
-    assert (
-        import_traces(f, [other], generator="g", allow_unmatched=True, question="q", reasoning="out.cot")
-        == []
-    )
+    assert import_traces(f, [other], generator="g", allow_unmatched=True, question="q", reasoning="out.cot") == []
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"problem": "What is 1+1?", "full_response": "<think>x</think> 2"}\n{oops\n')
     with pytest.raises(LegibilityError, match=r"bad\.jsonl:2: not valid JSON"):

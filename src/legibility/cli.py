@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from legibility.errors import LegibilityError
+from legibility.tables import print_pair_stats, print_trace_stats
 
 app = typer.Typer(
     help="Chain-of-thought legibility: benchmarks, traces, transforms, DPO pairs, training.",
@@ -137,25 +137,7 @@ def traces_import(
     )
     write_jsonl(out, traces)
     console.print(f"{len(traces)} traces -> {out}")
-    _print_trace_stats(traces)
-
-
-def _print_trace_stats(traces: list[Any]) -> None:
-    from legibility.traces import trace_stats
-
-    table = Table("generator", "benchmark", "total", "complete", "correct", "accuracy", "usable")
-    for r in trace_stats(traces):
-        acc = f"{r['correct'] / r['total']:.1%}" if r["total"] else "-"
-        table.add_row(
-            r["generator"],
-            r["benchmark"],
-            str(r["total"]),
-            str(r["complete"]),
-            str(r["correct"]),
-            acc,
-            str(r["usable"]),
-        )
-    console.print(table)
+    print_trace_stats(traces, console)
 
 
 @traces_app.command("stats")
@@ -163,7 +145,7 @@ def traces_stats(file: Annotated[Path, typer.Argument(help="A traces JSONL file.
     """Counts per generator x benchmark: total, complete, correct, usable (complete and correct)."""
     from legibility.records import Trace, read_jsonl
 
-    _print_trace_stats(read_jsonl(file, Trace))
+    print_trace_stats(read_jsonl(file, Trace), console)
 
 
 @app.command("grade")
@@ -225,7 +207,7 @@ def pairs_build(
         tok = load_tokenizer(cfg.tokenizer)
     stats = P.pair_stats(pairset, cfg, tok, cfg.tokenizer)
     P.write_pairs(pairset, out, stats)
-    _print_pair_stats(stats)
+    print_pair_stats(stats, console)
     console.print(f"{len(pairset.train)} train + {len(pairset.val)} val pairs -> {out}/")
 
 
@@ -239,34 +221,6 @@ def _apply_sets(cfg: Any, sets: list[str], prefix: str) -> Any:
             raise LegibilityError(f"--set {item!r}: expected {prefix}<field>=value (fields: {', '.join(data)})")
         data[key[len(prefix) :]] = yaml.safe_load(value)
     return type(cfg).model_validate(data)
-
-
-def _print_pair_stats(stats: dict[str, Any]) -> None:
-    table = Table("transform", "benchmark", "generator", "train", "val")
-    for r in stats["table"]:
-        table.add_row(r["transform"], r["benchmark"], r["generator"], str(r["train"]), str(r["val"]))
-    console.print(table)
-    if "tokens" in stats:
-        t = stats["tokens"]
-        lt = Table(
-            "split",
-            "prompt+chosen min/median/p95/max",
-            "prompt+rejected min/median/p95/max",
-            f"> {t['max_length']} tokens",
-            title=f"token lengths ({t['tokenizer']})",
-        )
-        for split in ("train", "val"):
-            s = t[split]
-            fmt = "{min}/{median}/{p95}/{max}"
-            lt.add_row(
-                split,
-                fmt.format(**s["prompt_chosen"]),
-                fmt.format(**s["prompt_rejected"]),
-                str(s["over_max_length"]),
-            )
-        console.print(lt)
-    if stats["skipped"]:
-        console.print("not made: " + ", ".join(f"{k} ({v})" for k, v in stats["skipped"].items()))
 
 
 @pairs_app.command("show")
@@ -301,7 +255,7 @@ def train_cmd(
         from legibility.train import run_training
 
         path = run_training(cfg, out, resume=resume)
-        console.print(f"adapter -> {path}")
+        console.print(f"adapter -> {path / 'adapter'} (metrics: {path / 'metrics.jsonl'})")
     elif backend == "together":
         from legibility.together import submit
 

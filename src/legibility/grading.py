@@ -275,9 +275,7 @@ def _math_answer(region: str, after_think: bool, timeout: int | None) -> tuple[s
     tail = region[-4000:]
     no_words = not _WORD.search(re.sub(r"\\[A-Za-z]+|\\text\{[^{}]*\}", " ", tail))
     if no_words and len(tail) <= 200:  # the reply after </think> is a bare expression: "$\frac{1}{2}$"
-        pred = parse(
-            tail if "$" in tail or "\\(" in tail else f"${tail.strip().rstrip('.')}$", parsing_timeout=timeout
-        )  # type: ignore[arg-type]
+        pred = parse(tail if "$" in tail or "\\(" in tail else f"${tail.strip().rstrip('.')}$", parsing_timeout=timeout)  # type: ignore[arg-type]
     else:  # "The final answer is $x$." / "Answer: x"
         pred = parse(tail, extraction_config=_ANCHORED, parsing_timeout=timeout)  # type: ignore[arg-type]
         if not pred:  # no anchor: the last math in the closing paragraph ("Thus the sum is $\frac{14}{3}$.")

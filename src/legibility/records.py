@@ -97,9 +97,7 @@ def parse_line(line: str, model: type[R], path: str | os.PathLike, lineno: int) 
     try:
         data = json.loads(line)
     except json.JSONDecodeError as e:
-        raise LegibilityError(
-            f"{where(path, lineno)}: not valid JSON ({e.msg} at column {e.colno})"
-        ) from None
+        raise LegibilityError(f"{where(path, lineno)}: not valid JSON ({e.msg} at column {e.colno})") from None
     try:
         return model.model_validate(data)
     except ValidationError as e:

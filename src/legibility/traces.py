@@ -74,11 +74,7 @@ def _get(record: dict, role: str, mapping: dict[str, str]) -> Any:
 def _chat_completion(record: dict) -> dict | None:
     """The chat-completion object inside a record, if it is one (plain, or a Batch API result line)."""
     for candidate in (record, record.get("response"), (record.get("response") or {}).get("body")):
-        if (
-            isinstance(candidate, dict)
-            and isinstance(candidate.get("choices"), list)
-            and candidate["choices"]
-        ):
+        if isinstance(candidate, dict) and isinstance(candidate.get("choices"), list) and candidate["choices"]:
             return candidate
     return None
 
@@ -173,9 +169,7 @@ def read_raw(path: str | Path, mapping: dict[str, str] | None = None) -> Iterato
                     return
                 except json.JSONDecodeError:
                     pass
-            raise LegibilityError(
-                f"{where(p, lineno)}: not valid JSON ({e.msg} at column {e.colno})"
-            ) from None
+            raise LegibilityError(f"{where(p, lineno)}: not valid JSON ({e.msg} at column {e.colno})") from None
         yield parse_record(item, f"{p}:{lineno}", mapping)
 
 

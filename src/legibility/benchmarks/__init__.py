@@ -104,6 +104,5 @@ def _check_options(name: str, options: dict[str, Any], *, hf: bool) -> None:
     unknown = [k for k in options if k not in allowed]
     if unknown:
         raise LegibilityError(
-            f"benchmark {name!r} takes no option {', '.join(unknown)} "
-            f"(options: {', '.join(allowed) or 'none'})"
+            f"benchmark {name!r} takes no option {', '.join(unknown)} (options: {', '.join(allowed) or 'none'})"
         )

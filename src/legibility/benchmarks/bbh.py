@@ -112,9 +112,7 @@ def resolve_subtasks(
             raise LegibilityError("subtasks: empty list")
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise LegibilityError(
-            f"unknown BBH subtask(s) {', '.join(unknown)} (available: {', '.join(available)})"
-        )
+        raise LegibilityError(f"unknown BBH subtask(s) {', '.join(unknown)} (available: {', '.join(available)})")
     return list(dict.fromkeys(names))
 
 

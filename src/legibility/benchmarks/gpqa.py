@@ -60,9 +60,7 @@ def read_csv(path: Path) -> Iterator[Row]:
                 continue
             n += 1
             if len(values) != len(header):
-                raise LegibilityError(
-                    f"{path}:{line}: row {n} has {len(values)} fields, the header has {len(header)}"
-                )
+                raise LegibilityError(f"{path}:{line}: row {n} has {len(values)} fields, the header has {len(header)}")
             yield f"{path}:{line}", n, dict(zip(header, values, strict=True))
 
 

@@ -169,9 +169,7 @@ def _json(text: str, where: object) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise LegibilityError(
-            f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
-        ) from None
+        raise LegibilityError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
 
 
 def _levels(levels: Levels) -> set[int | None] | None:

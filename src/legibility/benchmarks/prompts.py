@@ -38,9 +38,7 @@ def prompt(problem: Problem) -> str:
         return PROMPT_LAYOUT.format(question=problem.question, instruction=MATH_INSTRUCTION)
     if problem.choices:
         keys = letters(len(problem.choices))
-        options = "\n".join(
-            CHOICE_LINE.format(letter=k, text=t) for k, t in zip(keys, problem.choices, strict=True)
-        )
+        options = "\n".join(CHOICE_LINE.format(letter=k, text=t) for k, t in zip(keys, problem.choices, strict=True))
         instruction = MC_INSTRUCTION.format(letters=", ".join(keys))
         return MC_PROMPT_LAYOUT.format(question=problem.question, options=options, instruction=instruction)
     return PROMPT_LAYOUT.format(question=problem.question, instruction=FREE_FORM_INSTRUCTION)

@@ -1,0 +1,188 @@
+"""Together AI fine-tuning backend: the same recipe as `legibility.train`, run as a hosted DPO + LoRA job.
+
+Hyperparameters come from the `train:` section (one recipe, two backends); this section only holds what is
+Together-specific. The API key is read from the environment (TOGETHER_API_KEY) at submit time and is never
+written, logged or returned; a dry run needs neither a key nor the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from legibility.errors import LegibilityError
+from legibility.records import iter_jsonl
+
+if TYPE_CHECKING:
+    from legibility.config import ExperimentConfig
+
+PLACEHOLDER_TRAIN_ID = "<file id of the uploaded train_file>"
+PLACEHOLDER_VAL_ID = "<file id of the uploaded validation_file>"
+
+
+class TogetherConfig(BaseModel):
+    """Together-specific settings; the loss, LoRA and optimizer settings are taken from `train:`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "Qwen/Qwen3-8B"
+    """Base model name on Together."""
+    suffix: str | None = Field(default=None, max_length=40)
+    """Added to the fine-tuned model's name (Together allows up to 40 characters)."""
+    n_checkpoints: int = Field(default=1, ge=1)
+    n_evals: int = Field(default=10, ge=0)
+    """Evaluations over the validation file during training (0 when there is no validation file)."""
+    train_file: str = "{run_dir}/pairs/together_train.jsonl"
+    """Preference file in Together's format: {"input": {"messages": [...]}, "preferred_output": [...],
+    "non_preferred_output": [...]} per line."""
+    validation_file: str | None = "{run_dir}/pairs/together_val.jsonl"
+    """A missing default file means no validation; None disables it."""
+    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
+    wandb_project_name: str | None = None
+    """Log to W&B (the key is read from WANDB_API_KEY at submit time, never stored)."""
+    wandb_name: str | None = None
+
+
+class _Msg(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class _Input(BaseModel):
+    messages: list[_Msg] = Field(min_length=1)
+
+
+class TogetherPreference(BaseModel):
+    """One line of Together's preference format (OpenAI style); the SDK's local check (together 2.x/3.x) only
+    checks for one JSON object a line and leaves the rest to the server, after the upload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: _Input
+    preferred_output: list[_Msg] = Field(min_length=1, max_length=1)
+    non_preferred_output: list[_Msg] = Field(min_length=1, max_length=1)
+
+
+def check(path: Path) -> None:
+    """Run the SDK's own file check, then the preference schema, so a bad file fails before the upload."""
+    try:
+        from together.lib.utils import check_file
+    except ImportError:
+        raise LegibilityError("the Together backend needs the together SDK: pip install 'together>=2.0'") from None
+    if not path.is_file():
+        raise LegibilityError(f"{path}: no such file (export the pairs first)")
+    report = check_file(path, purpose="fine-tune")
+    if not report.get("is_check_passed"):
+        raise LegibilityError(f"{path}: Together file check failed: {report.get('message')}")
+    for rec in iter_jsonl(path, TogetherPreference):
+        if rec.preferred_output[0].role != "assistant" or rec.non_preferred_output[0].role != "assistant":
+            raise LegibilityError(f"{path}: preferred/non_preferred outputs must be assistant messages")
+
+
+def _files(cfg: ExperimentConfig) -> tuple[Path, Path | None]:
+    tc = cfg.together
+    train = cfg.path(tc.train_file)
+    val = cfg.path(tc.validation_file) if tc.validation_file else None
+    if val is not None and not val.is_file():
+        if tc.validation_file != TogetherConfig.model_fields["validation_file"].default:
+            raise LegibilityError(f"together.validation_file: {val}: no such file")
+        val = None
+    return train, val
+
+
+def build_request(cfg: ExperimentConfig, has_validation: bool) -> dict[str, Any]:
+    """Keyword arguments for `Together().fine_tuning.create` (together SDK 2.x names), file ids as placeholders."""
+    t, tc = cfg.train, cfg.together
+    if t.loss_type is not None:
+        raise LegibilityError("train.loss_type: Together supports only DPO (+ RPO, length normalization)")
+    return {
+        "training_file": PLACEHOLDER_TRAIN_ID,
+        "validation_file": PLACEHOLDER_VAL_ID if has_validation else "",
+        "model": tc.model,
+        "training_method": "dpo",
+        "dpo_beta": t.beta,
+        "rpo_alpha": t.rpo_alpha if t.rpo_alpha > 0 else None,
+        "dpo_normalize_logratios_by_length": t.normalize_by_length,
+        "lora": True,
+        "lora_r": t.lora_r,
+        "lora_alpha": t.lora_alpha,
+        "lora_dropout": t.lora_dropout,
+        "lora_trainable_modules": ",".join(t.lora_target_modules),
+        "learning_rate": t.learning_rate,
+        "lr_scheduler_type": t.lr_scheduler_type,
+        "scheduler_num_cycles": t.num_cycles,
+        "min_lr_ratio": tc.min_lr_ratio,
+        "warmup_ratio": t.warmup_ratio,
+        "batch_size": t.effective_batch_size,
+        "n_epochs": max(1, round(t.num_train_epochs)),
+        "max_grad_norm": t.max_grad_norm,
+        "weight_decay": t.weight_decay,
+        "random_seed": t.seed,
+        "max_seq_length": t.max_length,
+        "packing": t.packing,
+        "n_evals": tc.n_evals if has_validation else 0,
+        "n_checkpoints": tc.n_checkpoints,
+        "suffix": tc.suffix,
+        "wandb_project_name": tc.wandb_project_name,
+        "wandb_name": tc.wandb_name,
+    }
+
+
+def submit(cfg: ExperimentConfig, dry_run: bool = False) -> dict[str, Any]:
+    """Check and upload the preference files, then create the job. Returns {"files": ..., "request": ...}
+    (+ "job" when submitted). `dry_run` stops after the file check and prints the request as JSON."""
+    train, val = _files(cfg)
+    check(train)
+    if val is not None:
+        check(val)
+    request = build_request(cfg, val is not None)
+    result: dict[str, Any] = {
+        "files": {"training_file": str(train), "validation_file": str(val) if val else None},
+        "request": request,
+    }
+    t = cfg.train
+    if t.max_steps > 0 or t.num_train_epochs != round(t.num_train_epochs):
+        result["warnings"] = [
+            f"Together trains whole epochs: max_steps={t.max_steps}, epochs={t.num_train_epochs} "
+            f"-> n_epochs={request['n_epochs']}"
+        ]
+    if dry_run:
+        print(json.dumps(result, indent=2))
+        return result
+
+    key = os.environ.get("TOGETHER_API_KEY")
+    if not key:
+        raise LegibilityError("TOGETHER_API_KEY is not set (export it; it is never stored in configs or runs)")
+    from together import Together
+
+    client = Together(api_key=key)
+    kwargs = dict(request)
+    kwargs["training_file"] = client.files.upload(train, purpose="fine-tune", check=True).id
+    if val is not None:
+        kwargs["validation_file"] = client.files.upload(val, purpose="fine-tune", check=True).id
+    if cfg.together.wandb_project_name:
+        wandb_key = os.environ.get("WANDB_API_KEY")
+        if not wandb_key:
+            raise LegibilityError("together.wandb_project_name is set but WANDB_API_KEY is not")
+        kwargs["wandb_api_key"] = wandb_key
+    job = client.fine_tuning.create(**kwargs)
+    request["training_file"], request["validation_file"] = kwargs["training_file"], kwargs["validation_file"]
+    job_data = job.model_dump(mode="json") if hasattr(job, "model_dump") else dict(job)
+    result["job"] = _redact(job_data, [key, kwargs.get("wandb_api_key")])
+    out = cfg.path("{run_dir}/together/job.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    return result
+
+
+def _redact(data: Any, secrets: list[str | None]) -> Any:
+    """Defence in depth: the API echoes parameters back; never keep a key in what we store or return."""
+    text = json.dumps(data, default=str)
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return json.loads(text)
