@@ -142,3 +142,17 @@ def test_token_stats_count_pairs_over_max_length(traces: list[Trace]) -> None:
         assert stats["tokens"][split]["over_max_length"] == over
         assert stats["tokens"][split]["prompt_chosen"]["max"] == max(a for a, _ in lens)
     assert stats["tokens"]["train"]["over_max_length"] > 0  # the sample has CoTs longer than 8,000 characters
+
+
+@pytest.mark.slow
+def test_token_lengths_match_what_the_trainer_sees(traces: list[Trace]) -> None:
+    """Stats count tokens exactly as training does: the chat template, tokenized in one go."""
+    from legibility.models import load_tokenizer
+
+    tok = load_tokenizer("embedded")
+    pairs = build_pairs(traces, PairsConfig(val_fraction=0.0)).train[:12]
+    for p, (n_chosen, n_rejected) in zip(pairs, token_lengths(pairs, tok), strict=True):
+        for completion, n in ((p.chosen, n_chosen), (p.rejected, n_rejected)):
+            msgs = [m.model_dump() for m in p.prompt] + [{"role": "assistant", "content": completion}]
+            ids = tok.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"]
+            assert len(ids) == n

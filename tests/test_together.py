@@ -35,11 +35,20 @@ def test_fixture_passes_sdk_check():
     assert check_file(FIXTURE, purpose="fine-tune")["is_check_passed"]
 
 
-def test_dry_run_is_the_reference_request(cfg, tmp_path, monkeypatch, capsys):
+def test_dry_run_is_the_reference_request(cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("TOGETHER_API_KEY", FAKE_KEY)
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    from typer.testing import CliRunner
+
+    from legibility.cli import app
+    from legibility.config import dump_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text(dump_config(cfg))
+    run = CliRunner().invoke(app, ["train", str(config), "--backend", "together", "--dry-run"])
+    assert run.exit_code == 0, run.output
+    printed = run.output
     result = tg.submit(cfg, dry_run=True)
-    printed = capsys.readouterr().out
     assert json.loads(printed) == result
     req = result["request"]
     expected = {

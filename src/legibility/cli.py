@@ -205,7 +205,7 @@ def pairs_build(
         from legibility.models import load_tokenizer
 
         tok = load_tokenizer(cfg.tokenizer)
-    stats = P.pair_stats(pairset, cfg, tok, cfg.tokenizer)
+    stats = P.pair_stats(pairset, cfg, tok, cfg.tokenizer, progress=True)
     P.write_pairs(pairset, out, stats)
     print_pair_stats(stats, console)
     console.print(f"{len(pairset.train)} train + {len(pairset.val)} val pairs -> {out}/")

@@ -275,7 +275,9 @@ def _summary(values: list[int]) -> dict[str, float | int | None]:
     }
 
 
-def token_lengths(pairs: Sequence[Pair], tokenizer: Any, batch_size: int = 256) -> list[tuple[int, int]]:
+def token_lengths(
+    pairs: Sequence[Pair], tokenizer: Any, batch_size: int = 256, progress: bool = False
+) -> list[tuple[int, int]]:
     """(prompt+chosen, prompt+rejected) token counts as the trainer sees them: through the chat template.
 
     Each distinct text is templated and tokenized once (the original side repeats across a trace's pairs),
@@ -295,14 +297,23 @@ def token_lengths(pairs: Sequence[Pair], tokenizer: Any, batch_size: int = 256) 
         keys.append((key(p.prompt, p.chosen), key(p.prompt, p.rejected)))
     ordered = list(texts)
     lengths: list[int] = []
-    for i in range(0, len(ordered), batch_size):
+    starts: Iterable[int] = range(0, len(ordered), batch_size)
+    if progress:
+        from rich.progress import track
+
+        starts = track(starts, description=f"tokenizing {len(ordered)} texts")
+    for i in starts:
         enc = tokenizer(ordered[i : i + batch_size], add_special_tokens=False)["input_ids"]
         lengths.extend(len(ids) for ids in enc)
     return [(lengths[a], lengths[b]) for a, b in keys]
 
 
 def pair_stats(
-    pairset: PairSet, cfg: PairsConfig, tokenizer: Any | None = None, tokenizer_name: str | None = None
+    pairset: PairSet,
+    cfg: PairsConfig,
+    tokenizer: Any | None = None,
+    tokenizer_name: str | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Counts per transform x benchmark x generator, and token lengths against max_length per split."""
     cells: Counter[tuple[str, str, str, str]] = Counter()
@@ -338,7 +349,7 @@ def pair_stats(
     if tokenizer is not None:
         tokens: dict[str, Any] = {"tokenizer": tokenizer_name, "max_length": cfg.max_length}
         for split, pairs in (("train", pairset.train), ("val", pairset.val)):
-            lens = token_lengths(pairs, tokenizer)
+            lens = token_lengths(pairs, tokenizer, progress=progress)
             tokens[split] = {
                 "prompt_chosen": _summary([a for a, _ in lens]),
                 "prompt_rejected": _summary([b for _, b in lens]),

@@ -65,6 +65,6 @@ def pairs_stage(cfg: ExperimentConfig, traces: list[Trace] | None = None) -> dic
         from legibility.models import load_tokenizer
 
         tok = load_tokenizer(cfg.pairs.tokenizer)
-    stats = P.pair_stats(pairset, cfg.pairs, tok, cfg.pairs.tokenizer)
+    stats = P.pair_stats(pairset, cfg.pairs, tok, cfg.pairs.tokenizer, progress=True)
     P.write_pairs(pairset, Path(cfg.run_dir) / "pairs", stats)
     return stats

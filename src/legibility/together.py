@@ -134,7 +134,7 @@ def build_request(cfg: ExperimentConfig, has_validation: bool) -> dict[str, Any]
 
 def submit(cfg: ExperimentConfig, dry_run: bool = False) -> dict[str, Any]:
     """Check and upload the preference files, then create the job. Returns {"files": ..., "request": ...}
-    (+ "job" when submitted). `dry_run` stops after the file check and prints the request as JSON."""
+    (+ "job" when submitted). `dry_run` stops after the file check and returns the request unsent."""
     train, val = _files(cfg)
     check(train)
     if val is not None:
@@ -151,7 +151,6 @@ def submit(cfg: ExperimentConfig, dry_run: bool = False) -> dict[str, Any]:
             f"-> n_epochs={request['n_epochs']}"
         ]
     if dry_run:
-        print(json.dumps(result, indent=2))
         return result
 
     key = os.environ.get("TOGETHER_API_KEY")
