@@ -146,3 +146,20 @@ def test_field_mapping_and_errors(tmp_path: Path) -> None:
     bad.write_text('{"problem": "What is 1+1?", "full_response": "<think>x</think> 2"}\n{oops\n')
     with pytest.raises(LegibilityError, match=r"bad\.jsonl:2: not valid JSON"):
         import_traces(bad, [_problem()], generator="g")
+
+
+def _mc() -> Problem:
+    return Problem(id="gpqa/rec1", benchmark="gpqa", question="Which gas is noble?", choices=["N2", "Ar", "O2", "H2"],
+                   answer="B", answer_text="Ar", source="t")  # fmt: skip
+
+
+def test_mc_traces_join_by_rendered_prompt_and_check_choice_order(tmp_path: Path) -> None:
+    problem = _mc()
+    f = tmp_path / "t.jsonl"
+    row = {"prompt": benchmarks.prompt(problem), "response": "<think>argon</think>\n\nAnswer: B", "gold": "(B)"}
+    f.write_text(json.dumps(row) + "\n")
+    (t,) = import_traces(f, [problem], generator="g")
+    assert t.problem_id == "gpqa/rec1" and t.correct and t.extracted == "B"
+    f.write_text(json.dumps({**row, "gold": "C"}) + "\n")
+    with pytest.raises(LegibilityError, match=r"t\.jsonl:1: field gold: letter C .* another choice order"):
+        import_traces(f, [problem], generator="g")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from legibility.benchmarks import messages
+from legibility.benchmarks import messages, prompt
 from legibility.errors import LegibilityError, where
 from legibility.grading import grade
 from legibility.records import Problem, Trace
@@ -73,14 +73,19 @@ def _get(record: dict, role: str, mapping: dict[str, str]) -> Any:
 
 def _chat_completion(record: dict) -> dict | None:
     """The chat-completion object inside a record, if it is one (plain, or a Batch API result line)."""
-    for candidate in (record, record.get("response"), (record.get("response") or {}).get("body")):
-        if isinstance(candidate, dict) and isinstance(candidate.get("choices"), list) and candidate["choices"]:
+    response = record.get("response")
+    body = response.get("body") if isinstance(response, dict) else None
+    for candidate in (record, response, body):
+        choices = candidate.get("choices") if isinstance(candidate, dict) else None
+        # A list of option strings (a multiple-choice item) is not a completion: look for message objects.
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict) and "message" in choices[0]:
             return candidate
     return None
 
 
 def _question_from_messages(record: dict) -> str | None:
-    for holder in (record, record.get("request"), (record.get("request") or {}).get("body")):
+    request = record.get("request")
+    for holder in (record, request, request.get("body") if isinstance(request, dict) else None):
         if isinstance(holder, dict) and isinstance(holder.get("messages"), list):
             users = [m.get("content") for m in holder["messages"] if m.get("role") == "user"]
             if users and isinstance(users[-1], str):
@@ -201,6 +206,8 @@ class ProblemIndex:
         self.by_text: dict[str, Problem] = {}
         for p in problems:
             self.by_text.setdefault(_norm_question(p.question), p)
+        for p in problems:  # traces whose "question" is our full rendered prompt (options and instruction)
+            self.by_text.setdefault(_norm_question(prompt(p)), p)
 
     def find(self, raw: RawTrace) -> Problem | None:
         if raw.problem_id is not None and raw.problem_id in self.by_id:
@@ -208,6 +215,22 @@ class ProblemIndex:
         if raw.question:
             return self.by_text.get(_norm_question(raw.question))
         return None
+
+
+_LETTER = re.compile(r"^\(?([A-Z])\)?$")
+
+
+def check_choice_order(raw: RawTrace, problem: Problem) -> None:
+    """A multiple-choice trace made elsewhere answers *its* option order. When the file states its gold letter
+    and it is not ours, the orders differ and every grade would be wrong: stop rather than mis-grade."""
+    if not problem.choices or raw.gold is None:
+        return
+    m = _LETTER.match(raw.gold.strip())
+    if m and m.group(1) != problem.answer:
+        raise LegibilityError(
+            f"{raw.source}: field gold: letter {m.group(1)} but the problem's gold is {problem.answer}: the traces "
+            "were made with another choice order (check --seed, or map their own choices)"
+        )
 
 
 def import_traces(
@@ -247,6 +270,7 @@ def import_traces(
                     continue
                 hint = f"id {raw.problem_id!r}" if raw.problem_id else "its question text"
                 raise LegibilityError(f"{raw.source}: matched no problem by {hint} (wrong --problems file?)")
+            check_choice_order(raw, problem)
         else:
             problem = problem_from_trace(raw, benchmark)  # type: ignore[arg-type]
         joined.append((raw, problem))
