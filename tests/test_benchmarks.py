@@ -16,8 +16,9 @@ import pytest
 
 from legibility.benchmarks import BENCHMARKS, load, looks_like_hf, messages, prompt
 from legibility.benchmarks import bbh as bbh_mod
-from legibility.benchmarks.math import last_boxed, parse_level
+from legibility.benchmarks.math import parse_level
 from legibility.errors import LegibilityError
+from legibility.grading import extract_boxed
 from legibility.records import Message, Problem
 
 INCORRECT = ("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
@@ -163,7 +164,7 @@ def test_math500_levels(shared_data: Path) -> None:
 
 def test_math_boxed_extraction_matches_math500(shared_data: Path) -> None:
     raw = json.loads((shared_data / "math" / "math500_test.json").read_text(encoding="utf-8"))
-    mismatched = [x["unique_id"] for x in raw if last_boxed(x["solution"]) != x["answer"]]
+    mismatched = [x["unique_id"] for x in raw if extract_boxed(x["solution"]) != x["answer"]]
     assert not mismatched
 
 
@@ -230,8 +231,8 @@ def test_math_errors(tmp_path: Path) -> None:
         ("no answer", None),
     ],
 )
-def test_last_boxed(text: str, expected: str | None) -> None:
-    assert last_boxed(text) == expected
+def test_extract_boxed(text: str, expected: str | None) -> None:
+    assert extract_boxed(text) == expected
 
 
 def test_parse_level() -> None:

@@ -24,6 +24,12 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
+def import_markyx(shared_data: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    traces = sorted((shared_data / "traces/markyx316__LLM-Reasoning-Trace-Topology").glob("*.jsonl"))
+    problems = str(shared_data / "math/math500_test.json")
+    return cli("traces", "import", *map(str, traces), "--benchmark", "math", "--problems", problems, "--out", str(out))
+
+
 def test_help_on_every_command() -> None:
     for cmd in (
         [],
@@ -58,67 +64,25 @@ def test_one_line_errors(tmp_path: Path, shared_data: Path) -> None:
 
 def test_import_stats_grade(tmp_path: Path, shared_data: Path) -> None:
     out = tmp_path / "traces.jsonl"
-    traces = sorted((shared_data / "traces/markyx316__LLM-Reasoning-Trace-Topology").glob("*.jsonl"))
-    r = cli(
-        "traces",
-        "import",
-        *map(str, traces),
-        "--benchmark",
-        "math",
-        "--problems",
-        str(shared_data / "math/math500_test.json"),
-        "--out",
-        str(out),
-    )
+    r = import_markyx(shared_data, out)
     assert r.returncode == 0, r.stderr
     assert "70 traces" in r.stdout
     r = cli("traces", "stats", str(out))
     assert r.returncode == 0 and "deepseek-reasoner" in r.stdout
-    r = cli(
-        "grade",
-        "--benchmark",
-        "math",
-        "--problems",
-        str(shared_data / "math/math500_test.json"),
-        "--id",
-        "test/precalculus/807.json",
-        "--response",
-        "so \\boxed{(3, \\frac{\\pi}{2})}",
-    )
+    grade = ["grade", "--benchmark", "math", "--problems", str(shared_data / "math/math500_test.json")]
+    r = cli(*grade, "--id", "test/precalculus/807.json", "--response", "so \\boxed{(3, \\frac{\\pi}{2})}")
     assert r.returncode == 0, r.stderr
     assert "correct   True" in r.stdout
-    r = cli(
-        "grade",
-        "--benchmark",
-        "math",
-        "--problems",
-        str(shared_data / "math/math500_test.json"),
-        "--id",
-        "test/precalculus/807.json",
-        "--response",
-        "\\boxed{(3, \\pi)}",
-    )
+    r = cli(*grade, "--id", "precalculus/807.json", "--response", "\\boxed{(3, \\pi)}")
+    assert r.returncode == 2 and "no problem with id" in r.stderr
+    r = cli(*grade, "--id", "test/precalculus/807.json", "--response", "\\boxed{(3, \\pi)}")
     assert "correct   False" in r.stdout
 
 
 @pytest.mark.slow
 def test_pairs_build_and_show(tmp_path: Path, shared_data: Path) -> None:
     out = tmp_path / "traces.jsonl"
-    traces = sorted((shared_data / "traces/markyx316__LLM-Reasoning-Trace-Topology").glob("*.jsonl"))
-    assert (
-        cli(
-            "traces",
-            "import",
-            *map(str, traces),
-            "--benchmark",
-            "math",
-            "--problems",
-            str(shared_data / "math/math500_test.json"),
-            "--out",
-            str(out),
-        ).returncode
-        == 0
-    )
+    assert import_markyx(shared_data, out).returncode == 0
     r = cli(
         "pairs",
         "build",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -379,3 +380,14 @@ def grade(problem: Problem, response: str) -> Grade:
     if problem.benchmark == "math":
         return _grade_math(problem, region, split.closed)
     return _grade_free(problem, region)
+
+
+def reference_misses(problems: Iterable[Problem]) -> list[tuple[Problem, Grade]]:
+    """The grader's self-check: each MATH problem's own reference solution (`meta["solution"]`) graded against
+    its answer. A reference solution is right by construction, so every miss is a grader or data bug."""
+    misses = []
+    for p in problems:
+        g = grade(p, p.meta["solution"])
+        if not g.correct:
+            misses.append((p, g))
+    return misses

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from legibility.errors import LegibilityError
+from legibility.grading import extract_boxed
 from legibility.records import Problem
 
 DEFAULT_LEVELS = (3, 4, 5)
@@ -28,7 +29,6 @@ Item = tuple[str, Mapping[str, Any], str | None]  # (source, item, default uniqu
 Levels = Iterable[int] | int | str | None
 
 _LEVEL = re.compile(r"^(?:level\s*)?(\d+|\?)$", re.IGNORECASE)
-_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 
 
 def load(path: str | os.PathLike, *, levels: Levels = DEFAULT_LEVELS) -> list[Problem]:
@@ -66,7 +66,7 @@ def from_item(item: Mapping[str, Any], *, source: str, index: int, default_uid: 
     if answer is None:
         if solution is None:
             raise LegibilityError(f"{source}: answer: missing, and no solution to read a \\boxed{{}} from")
-        answer = last_boxed(solution)
+        answer = extract_boxed(solution)
         if not answer:
             raise LegibilityError(f"{source}: answer: missing, and the solution has no \\boxed{{...}}")
     uid = _opt(item.get("unique_id")) or default_uid
@@ -94,40 +94,6 @@ def parse_level(value: Any, source: str = "") -> int | None:
     if isinstance(value, str) and (m := _LEVEL.match(value.strip())):
         return None if m.group(1) == "?" else int(m.group(1))
     raise LegibilityError(f"{source}: level: expected an int or 'Level N', got {value!r}")
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} / \\fbox{...} (balanced braces), or of `\\boxed 5`; None if none."""
-    for m in reversed(list(_BOX.finditer(text))):
-        i = m.end()
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            content = _balanced(text, i)
-            if content is not None:
-                return content.strip()
-        elif m.end() < i:  # "\boxed 5": up to the next space or "$"
-            word = re.match(r"[^\s$]+", text[i:])
-            if word:
-                return word.group(0)
-    return None
-
-
-def _balanced(text: str, open_at: int) -> str | None:
-    depth, i = 0, open_at
-    while i < len(text):
-        c = text[i]
-        if c == "\\":
-            i += 2  # \{ and \} are literal braces, not grouping
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1 : i]
-        i += 1
-    return None
 
 
 def _read_file(path: Path) -> Iterator[Item]:
