@@ -33,7 +33,7 @@ def gpqa_csv(shared_data: Path) -> Path:
 
 @pytest.fixture
 def synthetic(fixtures: Path) -> Path:
-    return fixtures / "gpqa_synthetic.csv"
+    return fixtures / "synthetic_diamond_layout.csv"
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
