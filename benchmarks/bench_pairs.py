@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_transforms import TRACES, real_cots, synthesize
 
-from legibility.pairs import PairsConfig, build_pairs, pair_stats, write_pairs
+from legibility.config import PairsConfig
+from legibility.pairs import build_pairs, pair_stats, write_pairs
 from legibility.records import Message, Trace
 
 

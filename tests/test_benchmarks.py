@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import BBH, MATH500
 
 from legibility.benchmarks import BENCHMARKS, load, looks_like_hf, messages, prompt
 from legibility.benchmarks import bbh as bbh_mod
@@ -24,11 +25,6 @@ from legibility.records import Message, Problem
 INCORRECT = ("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
 # upstream bugs: options split at commas (non-letter targets), and a single truncated option
 BROKEN_BBH = {"bbh/movie_recommendation/163", "bbh/ruin_names/99", "bbh/ruin_names/144", "bbh/snarks/88"}
-
-
-@pytest.fixture(scope="module")
-def gpqa_csv(shared_data: Path) -> Path:
-    return shared_data / "gpqa" / "gpqa_diamond.csv"
 
 
 @pytest.fixture
@@ -146,8 +142,8 @@ def test_gpqa_duplicate_record_id(synthetic: Path, tmp_path: Path) -> None:
 # --- MATH ------------------------------------------------------------------------------------------------
 
 
-def test_math500_levels(shared_data: Path) -> None:
-    path = shared_data / "math" / "math500_test.json"
+def test_math500_levels() -> None:
+    path = MATH500
     raw = json.loads(path.read_text(encoding="utf-8"))
     expected = sum(1 for x in raw if int(x["level"]) >= 3)
     problems = load("math", path)
@@ -162,15 +158,15 @@ def test_math500_levels(shared_data: Path) -> None:
     assert first.subject == raw[0]["subject"] and first.choices is None
 
 
-def test_math_boxed_extraction_matches_math500(shared_data: Path) -> None:
-    raw = json.loads((shared_data / "math" / "math500_test.json").read_text(encoding="utf-8"))
+def test_math_boxed_extraction_matches_math500() -> None:
+    raw = json.loads((MATH500).read_text(encoding="utf-8"))
     mismatched = [x["unique_id"] for x in raw if extract_boxed(x["solution"]) != x["answer"]]
     assert not mismatched
 
 
-def test_math_original_jsonl_layout(shared_data: Path, tmp_path: Path) -> None:
+def test_math_original_jsonl_layout(tmp_path: Path) -> None:
     """Original MATH: no `answer`, `type` for subject, "Level N" strings; JSONL here."""
-    raw = json.loads((shared_data / "math" / "math500_test.json").read_text(encoding="utf-8"))[:20]
+    raw = json.loads((MATH500).read_text(encoding="utf-8"))[:20]
     path = tmp_path / "math.jsonl"
     lines = [
         {
@@ -244,8 +240,8 @@ def test_parse_level() -> None:
 # --- BBH -------------------------------------------------------------------------------------------------
 
 
-def test_bbh_default_subtasks(shared_data: Path) -> None:
-    problems = load("bbh", shared_data / "bbh")
+def test_bbh_default_subtasks() -> None:
+    problems = load("bbh", BBH)
     assert list(dict.fromkeys(p.subtask for p in problems)) == list(bbh_mod.DEFAULT_SUBTASKS)
     assert len(bbh_mod.DEFAULT_SUBTASKS) == 6
     for p in problems:
@@ -258,8 +254,8 @@ def test_bbh_default_subtasks(shared_data: Path) -> None:
     assert snark.question == "Which statement is sarcastic?" and len(snark.choices) == 2
 
 
-def test_bbh_all_tasks(shared_data: Path) -> None:
-    folder = shared_data / "bbh"
+def test_bbh_all_tasks() -> None:
+    folder = BBH
     problems = load("bbh", folder, subtasks="all")
     files = sorted(folder.glob("*.json"))
     assert len(files) == 27 and {p.subtask for p in problems} == {f.stem for f in files}
@@ -272,8 +268,8 @@ def test_bbh_all_tasks(shared_data: Path) -> None:
     assert nav.question.endswith("Options:\n- Yes\n- No") and nav.answer in ("Yes", "No")
 
 
-def test_bbh_single_file_and_subtask_errors(shared_data: Path) -> None:
-    folder = shared_data / "bbh"
+def test_bbh_single_file_and_subtask_errors() -> None:
+    folder = BBH
     one = load("bbh", folder / "web_of_lies.json")
     assert len(one) == 250 and {p.subtask for p in one} == {"web_of_lies"}
     two = load("bbh", folder, subtasks="snarks, hyperbaton")
@@ -391,11 +387,11 @@ def test_prompts() -> None:
     assert [m.role for m in sys_msgs] == ["system", "user"] and sys_msgs[0].content == "Be brief."
 
 
-def test_same_files_same_problems(shared_data: Path) -> None:
+def test_same_files_same_problems(gpqa_csv: Path) -> None:
     for name, path in [
-        ("gpqa", shared_data / "gpqa" / "gpqa_diamond.csv"),
-        ("math", shared_data / "math" / "math500_test.json"),
-        ("bbh", shared_data / "bbh"),
+        ("gpqa", gpqa_csv),
+        ("math", MATH500),
+        ("bbh", BBH),
     ]:
         first, second = load(name, path), load(name, path)
         assert len(first) == len(second) and all(p == q for p, q in zip(first, second, strict=True)), name

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import MARKYX, MATH500
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,9 +25,9 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
-def import_markyx(shared_data: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    traces = sorted((shared_data / "traces/markyx316__LLM-Reasoning-Trace-Topology").glob("*.jsonl"))
-    problems = str(shared_data / "math/math500_test.json")
+def import_markyx(out: Path) -> subprocess.CompletedProcess[str]:
+    traces = MARKYX
+    problems = str(MATH500)
     return cli("traces", "import", *map(str, traces), "--benchmark", "math", "--problems", problems, "--out", str(out))
 
 
@@ -48,7 +49,7 @@ def test_help_on_every_command() -> None:
         assert "Usage" in r.stdout
 
 
-def test_one_line_errors(tmp_path: Path, shared_data: Path) -> None:
+def test_one_line_errors(tmp_path: Path) -> None:
     r = cli("traces", "stats", str(tmp_path / "missing.jsonl"))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "missing.jsonl" in r.stderr
     assert "Traceback" not in r.stderr
@@ -62,14 +63,14 @@ def test_one_line_errors(tmp_path: Path, shared_data: Path) -> None:
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
-def test_import_stats_grade(tmp_path: Path, shared_data: Path) -> None:
+def test_import_stats_grade(tmp_path: Path) -> None:
     out = tmp_path / "traces.jsonl"
-    r = import_markyx(shared_data, out)
+    r = import_markyx(out)
     assert r.returncode == 0, r.stderr
     assert "70 traces" in r.stdout
     r = cli("traces", "stats", str(out))
     assert r.returncode == 0 and "deepseek-reasoner" in r.stdout
-    grade = ["grade", "--benchmark", "math", "--problems", str(shared_data / "math/math500_test.json")]
+    grade = ["grade", "--benchmark", "math", "--problems", str(MATH500)]
     r = cli(*grade, "--id", "test/precalculus/807.json", "--response", "so \\boxed{(3, \\frac{\\pi}{2})}")
     assert r.returncode == 0, r.stderr
     assert "correct   True" in r.stdout
@@ -80,9 +81,9 @@ def test_import_stats_grade(tmp_path: Path, shared_data: Path) -> None:
 
 
 @pytest.mark.slow
-def test_pairs_build_and_show(tmp_path: Path, shared_data: Path) -> None:
+def test_pairs_build_and_show(tmp_path: Path) -> None:
     out = tmp_path / "traces.jsonl"
-    assert import_markyx(shared_data, out).returncode == 0
+    assert import_markyx(out).returncode == 0
     r = cli(
         "pairs",
         "build",

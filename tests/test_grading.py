@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import pytest
+from conftest import MATH500
 
 from legibility.errors import LegibilityError
 from legibility.grading import AmbiguousAnswer, Grade, extract_boxed, extract_letter, grade, normalize_text
 from legibility.records import Problem
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MATH500 = DATA / "math" / "math500_test.json"
 
 
 def math(answer: str) -> Problem:
@@ -199,7 +196,6 @@ def test_math_off_main_thread() -> None:
     assert out and out[0].correct
 
 
-@pytest.mark.skipif(not MATH500.is_file(), reason="shared MATH-500 data not present")
 def test_math500_reference_solutions_grade_correct() -> None:
     from legibility import benchmarks
     from legibility.grading import reference_misses
@@ -214,7 +210,6 @@ def test_math500_reference_solutions_grade_correct() -> None:
     assert rate >= 0.99, [(p.id, g.reason) for p, g in misses]
 
 
-@pytest.mark.skipif(not MATH500.is_file(), reason="shared MATH-500 data not present")
 def test_math500_answers_do_not_match_other_answers() -> None:
     """False positives: each reference solution against a different problem's (distinct) answer."""
     items = json.loads(MATH500.read_text(encoding="utf-8"))[:150]

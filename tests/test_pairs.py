@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import MARKYX, MATH500
 
 from legibility import benchmarks
+from legibility.config import PairsConfig
 from legibility.errors import LegibilityError
 from legibility.pairs import (
-    PairsConfig,
     build_pairs,
     pair_stats,
     read_pairs,
@@ -24,9 +25,9 @@ from legibility.transforms import TRANSFORMS
 
 
 @pytest.fixture(scope="module")
-def traces(shared_data: Path) -> list[Trace]:
-    problems = benchmarks.load("math", shared_data / "math/math500_test.json", levels=None)
-    files = sorted((shared_data / "traces/markyx316__LLM-Reasoning-Trace-Topology").glob("*.jsonl"))
+def traces() -> list[Trace]:
+    problems = benchmarks.load("math", MATH500, levels=None)
+    files = MARKYX
     return import_traces(files, problems)
 
 

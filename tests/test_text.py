@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
+from conftest import TRACES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from legibility.text import Segment, rebuild, sentences, separator
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TRACES = DATA / "traces"
-
 
 def real_cots() -> list[str]:
-    """Every reasoning trace in shared/data/traces (markyx316 JSONL and rasbt JSON)."""
-    if not TRACES.is_dir():
-        pytest.skip(f"shared data not found at {TRACES}")
+    """Every reasoning trace in data/samples/traces (markyx316 JSONL and rasbt JSON)."""
     out = []
-    for p in sorted(TRACES.glob("*/*.jsonl")):
+    for p in sorted(TRACES.glob("*.jsonl")):
         out += [json.loads(line)["reasoning_trace"] for line in p.read_text(encoding="utf-8").splitlines() if line]
-    for p in sorted(TRACES.glob("*/*.json")):
+    for p in sorted(TRACES.glob("*.json")):
         out += [d["message_thinking"] for d in json.loads(p.read_text(encoding="utf-8"))]
     assert len(out) >= 80
     return out

@@ -1,4 +1,4 @@
-"""Trace import on the real traces in ../shared/data/traces: shapes, joins, re-grading, completeness."""
+"""Trace import on the real sample traces shipped in data/samples/traces: shapes, joins, re-grading, completeness."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import MATH500, RASBT, TRACES
 
 from legibility import benchmarks
 from legibility.errors import LegibilityError
@@ -13,17 +14,14 @@ from legibility.grading import grade
 from legibility.records import Problem
 from legibility.traces import import_traces, trace_stats
 
-MARKYX = "traces/markyx316__LLM-Reasoning-Trace-Topology"
-RASBT = "traces/rasbt__reasoning-from-scratch"
-
 
 @pytest.fixture(scope="module")
-def math500(shared_data: Path) -> list[Problem]:
-    return benchmarks.load("math", shared_data / "math/math500_test.json", levels=None)
+def math500() -> list[Problem]:
+    return benchmarks.load("math", MATH500, levels=None)
 
 
-def test_markyx_traces_join_and_regrade(shared_data: Path, math500: list[Problem]) -> None:
-    files = sorted((shared_data / MARKYX).glob("*.jsonl"))
+def test_markyx_traces_join_and_regrade(math500: list[Problem]) -> None:
+    files = sorted(TRACES.glob("*.jsonl"))
     traces = import_traces(files, math500)
     assert len(traces) == 70
     by_id = {p.id: p for p in math500}
@@ -47,26 +45,26 @@ def test_markyx_traces_join_and_regrade(shared_data: Path, math500: list[Problem
     assert import_traces(files, math500) == traces
 
 
-def test_markyx_first_item_regraded(shared_data: Path, math500: list[Problem]) -> None:
+def test_markyx_first_item_regraded(math500: list[Problem]) -> None:
     # The file marks R1's first answer "(3, pi/2)" wrong (it extracted "2"); it is right.
-    traces = import_traces(shared_data / MARKYX / "math500_deepseek_r1.jsonl", math500)
+    traces = import_traces(TRACES / "math500_deepseek_r1.jsonl", math500)
     first = traces[0]
     assert first.problem_id == "math/test/precalculus/807.json"
     assert first.correct and first.complete
 
 
-def test_rasbt_self_contained(shared_data: Path) -> None:
+def test_rasbt_self_contained() -> None:
     traces = []
     for name, gen in (
         ("sample_openrouter_outputs.json", "deepseek-r1"),
         ("sample_ollama_outputs.json", "r1-8b"),
     ):
-        traces += import_traces(shared_data / RASBT / name, None, benchmark="math", generator=gen)
+        traces += import_traces(RASBT / name, None, benchmark="math", generator=gen)
     assert len(traces) == 10
     raw = [
         r
         for n in ("sample_openrouter_outputs.json", "sample_ollama_outputs.json")
-        for r in json.loads((shared_data / RASBT / n).read_text())
+        for r in json.loads((RASBT / n).read_text())
     ]
     for t, r in zip(traces, raw, strict=True):
         assert t.reasoning == r["message_thinking"].strip()

@@ -15,11 +15,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from legibility.config import ExperimentConfig
+from legibility.config import REFERENCE_TARGET_MODULES, ExperimentConfig, TrainConfig
 from legibility.errors import LegibilityError
 from legibility.train import (
-    REFERENCE_TARGET_MODULES,
-    TrainConfig,
     last_checkpoint,
     length_report,
     read_pairs,

@@ -1,21 +1,19 @@
-"""Each transform's defining property, on the real traces in shared/data (donors: other problems' CoTs)."""
+"""Each transform's defining property, on the real traces in data/samples (donors: other problems' CoTs)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from conftest import TRACES
 
 from legibility.errors import LegibilityError
 from legibility.records import Trace
 from legibility.text import sentences
 from legibility.transforms import TRANSFORMS, apply, find_numbers, register
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TRACES = DATA / "traces"
 NAMES = [
     "cross_substitution", "donor_splice_50", "donor_splice_25", "sentence_shuffle", "adjacent_swap",
     "sentence_deletion_30", "distractor_injection", "number_substitution", "sentence_reversal",
@@ -25,14 +23,12 @@ SEPS = (" ", "\n", "\n\n")
 
 def load_traces() -> list[Trace]:
     """All real traces as records.Trace (problem_id: the problem text, shared across generators)."""
-    if not TRACES.is_dir():
-        pytest.skip(f"shared data not found at {TRACES}")
     rows = []
-    for p in sorted(TRACES.glob("*/*.jsonl")):
+    for p in sorted(TRACES.glob("*.jsonl")):
         for k, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
             d = json.loads(line)
             rows.append((f"{p.stem}:{d['model_short_name']}", d["problem"], d["reasoning_trace"], d["answer_text"], k))
-    for p in sorted(TRACES.glob("*/*.json")):
+    for p in sorted(TRACES.glob("*.json")):
         for k, d in enumerate(json.loads(p.read_text(encoding="utf-8"))):
             rows.append((p.stem, d["problem"], d["message_thinking"], d["message_content"], k))
     return [

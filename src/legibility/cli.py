@@ -187,9 +187,10 @@ def pairs_build(
 ) -> None:
     """Corrupt each usable trace with the nine transforms; split by problem; export TRL + Together files."""
     from legibility import pairs as P
+    from legibility.config import PairsConfig
     from legibility.records import Trace, read_jsonl
 
-    cfg = P.PairsConfig()
+    cfg = PairsConfig()
     if config is not None:
         from legibility.config import load_config
 
@@ -198,7 +199,7 @@ def pairs_build(
         cfg = _apply_sets(cfg, set_, prefix="pairs.")
     explicit = {"direction": direction, "tokenizer": tokenizer, "max_length": max_length, "seed": seed}
     cfg = cfg.model_copy(update={k: v for k, v in explicit.items() if v is not None})
-    cfg = P.PairsConfig.model_validate(cfg.model_dump())
+    cfg = PairsConfig.model_validate(cfg.model_dump())
     pairset = P.build_pairs(read_jsonl(traces, Trace), cfg, progress=True)
     tok = None
     if cfg.tokenizer and cfg.tokenizer.lower() != "none":

@@ -13,18 +13,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from legibility.errors import LegibilityError
-from legibility.pairs import PairsConfig
-from legibility.together import TogetherConfig
-from legibility.train import TrainConfig
 
 __all__ = [
     "BenchmarkSource",
     "DataConfig",
     "ExperimentConfig",
+    "PairsConfig",
+    "TogetherConfig",
     "TraceSource",
+    "TrainConfig",
     "dump_config",
     "load_config",
 ]
@@ -65,6 +65,178 @@ class TraceSource(_Section):
 class DataConfig(_Section):
     benchmarks: list[BenchmarkSource] = Field(default_factory=list)
     traces: list[TraceSource] = Field(default_factory=list)
+
+
+class PairsConfig(BaseModel):
+    """How pairs are built. Defaults follow the reference run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    direction: Literal["legible", "illegible"] = "legible"
+    """legible: the original CoT is preferred (reference run); illegible: the corrupted one (a model organism)."""
+    transforms: dict[str, float] = Field(default_factory=dict)
+    """Per-transform sampling weights; empty means all nine, equally. A weight of 0 disables one."""
+    pairs_per_trace: int = Field(default=9, ge=1)
+    """Pairs made from each trace, each with a different transform while any is left."""
+    donor_scope: Literal["benchmark", "any"] = "benchmark"
+    """Where donor CoTs (splices, substitutions, distractors) come from; never the same problem."""
+    val_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Share of problems (not pairs) held out for validation."""
+    seed: int = 42
+    only_correct: bool = True
+    only_complete: bool = True
+    tokenizer: str | None = "embedded"
+    """Tokenizer for length statistics: a local path, or "embedded"; None skips token statistics."""
+    max_length: int = 40960
+    """Pairs whose prompt+completion exceed this many tokens are counted (as the reference run reports)."""
+    system_prompt: str | None = None
+
+
+# Loss names accepted by TRL 1.16's DPOTrainer (trl/trainer/dpo_config.py, `loss_type`).
+TRL_LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
+REFERENCE_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TrainConfig(BaseModel):
+    """DPO + LoRA hyperparameters. Defaults are the reference run's; TRL/transformers names where they exist."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- loss
+    beta: float = Field(default=0.3, gt=0)
+    """DPO beta (Together: `dpo_beta`). Higher keeps the policy closer to the reference."""
+    rpo_alpha: float = Field(default=0.5, ge=0)
+    """Weight of the NLL on the preferred completion (Together: `rpo_alpha`; TRL: weight of loss_type "sft").
+    0 drops the term."""
+    normalize_by_length: bool = True
+    """Divide each log ratio by its completion's token count (Together: `dpo_normalize_logratios_by_length`;
+    TRL: loss_type "sigmoid_norm" instead of "sigmoid")."""
+    loss_type: list[str] | None = None
+    """Advanced: TRL `loss_type` list overriding the three fields above (e.g. ["ipo"]); names are checked."""
+    loss_weights: list[float] | None = None
+    """Weights for an explicit `loss_type` list (same length); None means 1.0 each."""
+
+    # --- optimisation
+    learning_rate: float = Field(default=5e-6, gt=0)
+    lr_scheduler_type: str = "cosine"
+    num_cycles: float = 0.5
+    """Cosine cycles (passed as lr_scheduler_kwargs.num_cycles; 0.5 = a half cosine down to 0)."""
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    """Share of steps spent warming up (transformers 5 takes it as a float `warmup_steps` < 1)."""
+    per_device_train_batch_size: int = Field(default=1, ge=1)
+    gradient_accumulation_steps: int = Field(default=8, ge=1)
+    """Effective batch = per_device_train_batch_size * gradient_accumulation_steps * processes (reference: 8)."""
+    per_device_eval_batch_size: int = Field(default=1, ge=1)
+    num_train_epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = -1
+    """Positive: stop after this many optimizer steps (overrides epochs)."""
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    seed: int = 42
+    optim: str = "adamw_torch"
+
+    # --- data
+    max_length: int = Field(default=40960, ge=8)
+    """Tokens of prompt+completion. Longer pairs are truncated at the end (counted and reported); pairs whose
+    prompt alone reaches it are dropped (counted and reported)."""
+    packing: Literal[False] = False
+    """No packing (reference). TRL's DPOTrainer does not pack; kept so the recipe is explicit."""
+    train_file: str = "{run_dir}/pairs/train.jsonl"
+    eval_file: str | None = "{run_dir}/pairs/val.jsonl"
+    """Validation pairs; a missing default file only skips evaluation, None disables it."""
+    chat_template: str | None = None
+    """A .jinja file replacing the tokenizer's template, or the name of one shipped with TRL (e.g.
+    "qwen3_training"); None keeps the model's own."""
+    eval_per_transform: bool = True
+    """Also evaluate each transform's subset (logged as eval_<transform>_rewards/accuracies, ...)."""
+    max_eval_pairs: int | None = Field(default=None, ge=1)
+    """Evaluate on a seeded sample of this many validation pairs (quick runs); None uses all."""
+
+    # --- LoRA
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: float = 16
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    lora_target_modules: list[str] = Field(default_factory=lambda: list(REFERENCE_TARGET_MODULES))
+
+    # --- memory / speed
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass: needed for 40k-token sequences, slower on small inputs."""
+    precompute_ref_log_probs: bool = False
+    """Compute reference log-probs once before training (saves the reference forward at each step)."""
+    bf16: bool | None = None
+    """None: on when CUDA supports bf16, off otherwise (bf16 on CPU made a step >10x slower here)."""
+    attn_implementation: str | None = None
+    """E.g. "sdpa" or "flash_attention_2"; None lets transformers choose."""
+
+    # --- checkpoints, evaluation, logging
+    save_steps: float = Field(default=100, gt=0)
+    """Save an adapter checkpoint every N steps (a float < 1 is a share of total steps)."""
+    save_total_limit: int | None = None
+    eval_steps: float | None = None
+    """Evaluate every N steps; None uses save_steps."""
+    logging_steps: float = Field(default=1, gt=0)
+    report_to: list[Literal["none", "tensorboard", "wandb"]] = Field(default_factory=lambda: ["none"])
+    """Where metrics go besides {out}/metrics.jsonl and the console."""
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_to_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.loss_type is not None:
+            unknown = [t for t in self.loss_type if t not in TRL_LOSS_TYPES]
+            if unknown or not self.loss_type:
+                raise ValueError(f"unknown loss type {unknown}; TRL 1.16 knows {list(TRL_LOSS_TYPES)}")
+            if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+                raise ValueError("loss_weights must have one weight per loss_type")
+        elif self.loss_weights is not None:
+            raise ValueError("loss_weights needs an explicit loss_type")
+        if not self.lora_target_modules:
+            raise ValueError("lora_target_modules is empty")
+        return self
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Per process; multiply by the number of processes under accelerate."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    def trl_loss(self) -> tuple[list[str], list[float]]:
+        """The reference names mapped onto TRL's multi-loss fields."""
+        if self.loss_type is not None:
+            return list(self.loss_type), list(self.loss_weights or [1.0] * len(self.loss_type))
+        types, weights = ["sigmoid_norm" if self.normalize_by_length else "sigmoid"], [1.0]
+        if self.rpo_alpha > 0:
+            types.append("sft")
+            weights.append(self.rpo_alpha)
+        return types, weights
+
+
+class TogetherConfig(BaseModel):
+    """Together-specific settings; the loss, LoRA and optimizer settings are taken from `train:`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "Qwen/Qwen3-8B"
+    """Base model name on Together."""
+    suffix: str | None = Field(default=None, max_length=40)
+    """Added to the fine-tuned model's name (Together allows up to 40 characters)."""
+    n_checkpoints: int = Field(default=1, ge=1)
+    n_evals: int = Field(default=10, ge=0)
+    """Evaluations over the validation file during training (0 when there is no validation file)."""
+    train_file: str = "{run_dir}/pairs/together_train.jsonl"
+    """Preference file in Together's format: {"input": {"messages": [...]}, "preferred_output": [...],
+    "non_preferred_output": [...]} per line."""
+    validation_file: str | None = "{run_dir}/pairs/together_val.jsonl"
+    """A missing default file means no validation; None disables it."""
+    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
+    wandb_project_name: str | None = None
+    """Log to W&B (the key is read from WANDB_API_KEY at submit time, never stored)."""
+    wandb_name: str | None = None
 
 
 class ExperimentConfig(_Section):

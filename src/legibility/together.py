@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from legibility.config import TogetherConfig
 from legibility.errors import LegibilityError
 from legibility.records import iter_jsonl
 
@@ -22,29 +23,6 @@ if TYPE_CHECKING:
 
 PLACEHOLDER_TRAIN_ID = "<file id of the uploaded train_file>"
 PLACEHOLDER_VAL_ID = "<file id of the uploaded validation_file>"
-
-
-class TogetherConfig(BaseModel):
-    """Together-specific settings; the loss, LoRA and optimizer settings are taken from `train:`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = "Qwen/Qwen3-8B"
-    """Base model name on Together."""
-    suffix: str | None = Field(default=None, max_length=40)
-    """Added to the fine-tuned model's name (Together allows up to 40 characters)."""
-    n_checkpoints: int = Field(default=1, ge=1)
-    n_evals: int = Field(default=10, ge=0)
-    """Evaluations over the validation file during training (0 when there is no validation file)."""
-    train_file: str = "{run_dir}/pairs/together_train.jsonl"
-    """Preference file in Together's format: {"input": {"messages": [...]}, "preferred_output": [...],
-    "non_preferred_output": [...]} per line."""
-    validation_file: str | None = "{run_dir}/pairs/together_val.jsonl"
-    """A missing default file means no validation; None disables it."""
-    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
-    wandb_project_name: str | None = None
-    """Log to W&B (the key is read from WANDB_API_KEY at submit time, never stored)."""
-    wandb_name: str | None = None
 
 
 class _Msg(BaseModel):
