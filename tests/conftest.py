@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -65,3 +66,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for s in _bad_skips:
             print("  " + s)
         session.exitstatus = 1
+
+
+# Property tests: a few hundred examples per property in `make test`; thousands with --hypothesis-profile=long.
+settings.register_profile("default", max_examples=200, deadline=None, print_blob=True)
+settings.register_profile("long", max_examples=5000, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -78,18 +78,28 @@ class PairsConfig(BaseModel):
     """Per-transform sampling weights; empty means all nine, equally. A weight of 0 disables one."""
     pairs_per_trace: int = Field(default=9, ge=1)
     """Pairs made from each trace, each with a different transform while any is left."""
-    donor_scope: Literal["benchmark", "any"] = "benchmark"
-    """Where donor CoTs (splices, substitutions, distractors) come from; never the same problem."""
+    donor_scope: Literal["split", "split+benchmark", "split+generator"] = "split"
+    """Where donor CoTs (splices, substitutions, distractors) come from: always the same side of the train/validation
+    split as the trace (so no validation text reaches training), optionally also the same benchmark or generator;
+    never the same problem. Recorded in each pair."""
     val_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
-    """Share of problems (not pairs) held out for validation."""
+    """Share of problems (not pairs) held out for validation. A problem's side is a stable hash of (seed, benchmark,
+    problem id) against this fraction, so adding problems never moves existing ones; `pairs/split.json` lists them."""
     seed: int = 42
     only_correct: bool = True
     only_complete: bool = True
+    grading: Literal["strict", "flexible"] = "strict"
+    """Which verdict `only_correct` uses: strict (explicit final-answer forms only) or flexible (with fallbacks)."""
     tokenizer: str | None = "embedded"
-    """Tokenizer for length statistics: a local path, or "embedded"; None skips token statistics."""
+    """Tokenizer for length statistics and the long-pair policy: a local path, or "embedded"; None skips both."""
     max_length: int = 40960
-    """Pairs whose prompt+completion exceed this many tokens are counted (as the reference run reports)."""
+    """Token limit of prompt+completion (the trainer's max_length)."""
+    long_pairs: Literal["truncate_cot", "drop"] = "truncate_cot"
+    """A pair over max_length never loses its final answer: truncate_cot cuts the CoT (at a sentence boundary) of the
+    over-long side(s) so the whole fits; drop leaves the pair out. Both are counted in stats.json."""
     system_prompt: str | None = None
+    strict: bool = False
+    """Fail on the first trace whose transforms raise; by default it is counted (with its id) in stats.json."""
 
 
 # Loss names accepted by TRL 1.16's DPOTrainer (trl/trainer/dpo_config.py, `loss_type`).

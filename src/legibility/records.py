@@ -60,7 +60,8 @@ class Trace(Record):
     reasoning: str  # the CoT, without <think> tags
     answer_text: str  # what came after </think>
     extracted: str | None = None  # the answer the grader read from answer_text
-    correct: bool = False
+    correct: bool = False  # the flexible verdict (explicit answer forms, then the fallbacks)
+    correct_strict: bool | None = None  # the strict verdict (explicit final-answer forms only); None: not graded so
     complete: bool = True  # False when </think> or a final answer is missing (e.g. truncated)
     source: str | None = None  # "path:line"
     meta: dict[str, Any] = Field(default_factory=dict)
@@ -78,6 +79,8 @@ class Pair(Record):
     transform_meta: dict[str, Any] = Field(default_factory=dict)
     trace_id: str
     donor_trace_id: str | None = None
+    donor_scope: str | None = None  # PairsConfig.donor_scope the donors were drawn under
+    split: Literal["train", "val"] | None = None
     problem_id: str
     generator: str
     benchmark: Benchmark
