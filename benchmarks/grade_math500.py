@@ -1,35 +1,48 @@
-"""Grade every MATH-500 reference solution against its own answer: the grader's agreement figure.
+"""The grader's self-check on MATH-500 (and BBH): checks that can fail, with the time they take.
 
-    python benchmarks/grade_math500.py [path/to/math500_test.json]
+    python benchmarks/grade_math500.py [path/to/math500_test.json] [path/to/bbh/]
 
-Prints the fraction graded correct, each miss (unique_id, gold, what was read, why) and the time.
-A reference solution is right by construction, so every miss is a grader (or data) problem.
+Per problem (`legibility.grading.self_check`): the gold stated as an answer and the reference solution must grade
+right; the perturbed gold (off by one, sign flipped, another fraction, a near-miss decimal, a set for a tuple,
+another letter) and another problem's gold must grade wrong. Prints the checks passed, each miss and the time.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from legibility import benchmarks
-from legibility.grading import reference_misses
+from legibility.grading import self_check
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "math" / "math500_test.json"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-def main(path: Path = DEFAULT) -> int:
-    problems = benchmarks.load("math", path, levels=None)
+def run(name: str, path: Path, **options: object) -> int:
+    problems = benchmarks.load(name, path, **options)
     start = time.perf_counter()
-    misses = reference_misses(problems)
+    n, misses = self_check(problems)
     elapsed = time.perf_counter() - start
-    n = len(problems)
-    print(f"MATH-500 reference solutions graded correct: {n - len(misses)}/{n} = {(n - len(misses)) / n:.4f}")
-    for p, g in misses:
-        print(f"  miss {p.id}: gold {p.answer!r}, read {g.answer!r}: {g.reason}")
-    print(f"time: {elapsed:.2f} s ({1000 * elapsed / n:.1f} ms per item)")
-    return 0
+    print(f"{name}: {len(problems)} problems, {n - len(misses)}/{n} self-checks passed")
+    for kind, count in sorted(Counter(m.check for m in misses).items()):
+        print(f"  {kind}: {count} misses")
+    for m in misses:
+        want = "right" if m.expected else "wrong"
+        print(f"  miss {m.problem_id} [{m.check}]: gold {m.gold!r}, read {m.grade.answer!r} (should be {want}): "
+              f"{m.grade.reason}")  # fmt: skip
+    print(f"  time: {elapsed:.2f} s ({1000 * elapsed / max(n, 1):.2f} ms per check)")
+    return len(misses)
+
+
+def main(math_path: Path = DATA / "math" / "math500_test.json", bbh_path: Path = DATA / "bbh") -> int:
+    misses = run("math", math_path, levels=None)
+    if bbh_path.exists():
+        misses += run("bbh", bbh_path, subtasks="all")
+    return 1 if misses else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT))
+    args = [Path(a) for a in sys.argv[1:3]]
+    sys.exit(main(*args))

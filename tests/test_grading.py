@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import threading
+import time
 
 import pytest
-from conftest import MATH500
+from conftest import BBH, MATH500
 
 from legibility.errors import LegibilityError
-from legibility.grading import AmbiguousAnswer, Grade, extract_boxed, extract_letter, grade, normalize_text
+from legibility.grading import (
+    AmbiguousAnswer,
+    Grade,
+    extract_boxed,
+    extract_letter,
+    grade,
+    normalize_text,
+    perturbations,
+    self_check,
+)
 from legibility.records import Problem
 
 
@@ -97,7 +106,7 @@ def test_extract_boxed(text: str, expected: str | None) -> None:
 )
 def test_math_equivalent(gold: str, pred: str) -> None:
     g = grade(math(gold), f"Work.\n\nThe answer is $\\boxed{{{pred}}}$.")
-    assert g == Grade(pred, True, "math-verify", None)
+    assert g == Grade(pred, True, "math-verify", None, True, pred, "box")
 
 
 @pytest.mark.parametrize(
@@ -186,6 +195,54 @@ def test_math_pathological_input_terminates() -> None:
     reply = "\\boxed{" + "(" * 200 + "1" + ")" * 200 + "^{" * 50 + "9" * 2000 + "}" * 50 + "}"
     g = grade(math("3"), reply)
     assert g.correct is False
+    assert g.undecided and "too long" in (g.reason or "")  # 2,551 characters: not handed to math-verify
+
+
+def test_math_verify_timeout_is_undecided(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timeout inside math-verify is recorded as undecided, not as a silent "wrong" (nor a hang)."""
+    from math_verify.errors import TimeoutException
+
+    import legibility.grading as grading
+
+    def slow(*args: object, **kwargs: object) -> bool:
+        raise TimeoutException("Operation timed out!")
+
+    monkeypatch.setattr(grading, "verify", slow)
+    g = grade(math("2"), r"\boxed{2}")
+    assert (g.correct, g.strict, g.undecided, g.answer) == (False, False, True, "2")
+    assert g.reason == "math-verify timeout (comparing)"
+    monkeypatch.setattr(grading, "parse", slow)
+    g = grade(math("3"), r"\boxed{2}")
+    assert (g.undecided, g.reason) == (True, "math-verify timeout (parsing)")
+
+
+def test_grader_bug_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    import legibility.grading as grading
+
+    def broken(*args: object) -> None:
+        raise RecursionError("deep")
+
+    monkeypatch.setattr(grading, "_grade_free", broken)
+    g = grade(free("True"), "So the answer is True.")
+    assert (g.correct, g.undecided, g.reason) == (False, True, "grader error: RecursionError")
+
+
+def test_long_replies_are_graded_in_bounded_time_off_the_main_thread() -> None:
+    """Off the main thread math-verify has no timeout, so the input is capped: a 2 MB reply of unclosed boxes,
+    answer statements and brackets still grades in well under a second per call."""
+    reply = "</think>" + ("\\boxed{ The answer is (A) or " * 20_000) + ("{" * 50_000) + "Answer: 5"
+    out: list[tuple[Grade, float]] = []
+
+    def run() -> None:
+        for p in (math("5"), free("5"), mc("A")):
+            t = time.perf_counter()
+            out.append((grade(p, reply), time.perf_counter() - t))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=60)
+    assert len(out) == 3
+    assert max(dt for _, dt in out) < 2.0, [dt for _, dt in out]
 
 
 def test_math_off_main_thread() -> None:
@@ -196,32 +253,63 @@ def test_math_off_main_thread() -> None:
     assert out and out[0].correct
 
 
-def test_math500_reference_solutions_grade_correct() -> None:
+def test_math500_self_check_can_fail() -> None:
+    """Gold stated as an answer and each reference solution grade right; perturbed gold (off by one, sign,
+    another fraction, a near-miss decimal, a set for a tuple) and another problem's gold grade wrong."""
     from legibility import benchmarks
-    from legibility.grading import reference_misses
 
     problems = benchmarks.load("math", MATH500, levels=None)
-    misses = reference_misses(problems)
-    rate = 1 - len(misses) / len(problems)
-    print(f"\nMATH-500 reference solutions graded correct: {rate:.4f} ({len(problems) - len(misses)}/{len(problems)})")
-    for p, g in misses:
-        print("  miss:", p.id, p.answer, g.answer, g.reason)
-    assert len(problems) == 500
-    assert rate >= 0.99, [(p.id, g.reason) for p, g in misses]
+    n, misses = self_check(problems)
+    kinds = {m.check for m in misses}
+    print(f"\nMATH-500 self-check: {n - len(misses)}/{n} checks passed")
+    for m in misses:
+        print("  miss:", m.problem_id, m.check, m.gold, m.grade.answer, m.grade.reason)
+    assert len(problems) == 500 and n > 2500
+    assert not misses, sorted(kinds)
 
 
-def test_math500_answers_do_not_match_other_answers() -> None:
-    """False positives: each reference solution against a different problem's (distinct) answer."""
-    items = json.loads(MATH500.read_text(encoding="utf-8"))[:150]
-    passed = []
-    for i, item in enumerate(items):
-        other = items[(i + 1) % len(items)]["answer"]
-        if grade(math(other), f"\\boxed{{{item['answer']}}}").correct:  # the two golds agree ("5", "x=5")
-            continue
-        g = grade(math(other), item["solution"])
-        if g.correct:
-            passed.append((i, item["answer"], other))
-    assert not passed
+def test_bbh_self_check_can_fail() -> None:
+    """BBH: gold right; every other letter, the flipped truth value, a Dyck sequence one bracket short, swapped
+    words and numbers off by one wrong."""
+    from legibility import benchmarks
+
+    problems = benchmarks.load("bbh", BBH, subtasks="all")
+    n, misses = self_check(problems)
+    assert n > 20_000
+    assert not misses, [(m.problem_id, m.check, m.response, m.grade.answer) for m in misses[:20]]
+
+
+def test_self_check_catches_a_lenient_grader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The self-check is not a tautology: math-verify's default float rounding, or comparing a set with a tuple,
+    shows up as misses."""
+    import legibility.grading as grading
+
+    problems = [math(r"\frac{1}{2}"), math("(1,2)").model_copy(update={"id": "m2"})]
+    assert self_check(problems)[1] == []
+    monkeypatch.setattr(grading, "FLOAT_ROUNDING", 6)
+    monkeypatch.setattr(grading, "_bracket_kind", lambda text: None)
+    misses = self_check(problems)[1]
+    assert {m.check for m in misses} == {"perturbed:near-miss-decimal", "perturbed:set-for-tuple"}
+
+
+def test_perturbations() -> None:
+    assert perturbations("12") == [("off-by-one", "13"), ("sign", "-(12)"), ("near-miss-decimal", "12.0000003")]
+    assert ("fraction", r"\frac{1}{3}") in perturbations(r"\frac{1}{2}")
+    assert ("near-miss-decimal", "0.5000003") in perturbations(r"\frac{1}{2}")
+    assert ("set-for-tuple", r"\{1,2\}") in perturbations("(1,2)")
+    assert ("sign", "5") in perturbations("-5")
+    assert perturbations("B", n_choices=3) == [("other-letter", "A"), ("other-letter", "C")]
+    assert perturbations("True") == [("flipped", "False")]
+    assert perturbations("] ) }") == [("one-bracket-short", "] )")]
+    assert perturbations("apple banana") == [("words-swapped", "banana apple")]
+
+
+def test_other_gold_equal_values_are_not_misses() -> None:
+    """Two golds with the same value in other notation (x=5 / 5, 30^\\circ / 30) are not false positives."""
+    problems = [math("5"), math("x=5").model_copy(update={"id": "m2"})]
+    assert self_check(problems) == (6, [])  # 5: gold, off by one, sign, near miss; x=5: gold, off by one
+    problems = [math("5"), math("6").model_copy(update={"id": "m2"})]
+    assert self_check(problems) == (10, [])  # different values: each also checks the other's gold
 
 
 # ------------------------------------------------------------------------------------ multiple choice
@@ -241,10 +329,6 @@ def test_math500_answers_do_not_match_other_answers() -> None:
         "**Answer: C**",
         "Final answer: C",
         "The correct option is **C**.",
-        "(C)",
-        "C",
-        "C) 7 kJ/mol",
-        "**(C) 7 kJ/mol**",
         "Answer: A\n\nWait, that is wrong. Final answer: C",
         "Answer: C, because the barrier is lowest.",
         "So the answer is C, not A.",
@@ -256,8 +340,16 @@ def test_math500_answers_do_not_match_other_answers() -> None:
     ],
 )
 def test_mc_letter_forms(after: str) -> None:
+    """Explicit answer forms: right under both the strict and the flexible reading."""
     g = grade(mc("C"), f"<think>A looks tempting but (B) is off.</think>\n\n{after}")
-    assert g == Grade("C", True, "letter", None), after
+    assert (g.answer, g.correct, g.method, g.reason, g.strict) == ("C", True, "letter", None, True), after
+
+
+@pytest.mark.parametrize("after", ["(C)", "C", "C) 7 kJ/mol", "**(C) 7 kJ/mol**"])
+def test_mc_bare_letter_line_is_flexible_only(after: str) -> None:
+    g = grade(mc("C"), f"<think>A looks tempting but (B) is off.</think>\n\n{after}")
+    assert (g.answer, g.correct, g.rule) == ("C", True, "letter-line")
+    assert (g.strict, g.strict_answer) == (False, None)
 
 
 @pytest.mark.parametrize(
@@ -316,7 +408,7 @@ def test_mc_out_of_range_letter() -> None:
 
 def test_mc_wrong_letter() -> None:
     g = grade(mc("C"), "<think>x</think>The answer is (B).")
-    assert g == Grade("B", False, "letter", "chose B, gold C")
+    assert g == Grade("B", False, "letter", "chose B, gold C", False, "B", "answer-statement")
 
 
 def test_mc_reads_only_after_think() -> None:
@@ -332,7 +424,7 @@ def test_mc_no_think_whole_reply() -> None:
 
 def test_mc_choice_text_fallback() -> None:
     g = grade(mc("B"), "<think>x</think>The answer is 42 kJ/mol.")
-    assert g == Grade("B", True, "choice-text", None)
+    assert g == Grade("B", True, "choice-text", None, False, None, "choice-text")  # a fallback: not strict
     g = grade(mc("B"), r"<think>x</think>\boxed{7 kJ/mol}")
     assert (g.answer, g.correct, g.method) == ("C", False, "choice-text")
     g = grade(mc("B"), "<think>x</think>The answer is about 40 kJ/mol.")  # no exact text match
@@ -415,3 +507,98 @@ def test_truncated_think_block_has_no_answer() -> None:
     mc = Problem(id="gpqa/t", benchmark="gpqa", question="q", choices=list("wxyz"), answer="C", source="t")
     assert not grade(mc, "<think>Answer: C ... wait").correct
     assert grade(mc, "<think>hm</think>Answer: C").correct
+
+
+# ------------------------------------------------------------------ regressions (#7): misreads fixed
+
+
+def test_regression_free_form_answer_is_not_read_from_a_later_mention_of_answer() -> None:
+    """Was read as "follows from the truth table." ("answer" without a colon or "is" is a mention)."""
+    g = grade(free("False"), "Answer: False\n\nThis answer follows from the truth table.")
+    assert (g.answer, g.correct, g.strict) == ("False", True, True)
+    g = grade(free("True"), "Answer: False\n\nThis answer is consistent with the truth table.")
+    assert (g.answer, g.correct) == ("False", False)
+
+
+def test_regression_mc_final_answer_outranks_a_later_explanation_of_a_wrong_option() -> None:
+    """Was graded A: "answer A is wrong" in the explanation is a mention, and "Final answer" ranks first."""
+    reply = "<think>x</think>Final answer: C\nExplanation: answer A is wrong because it ignores the solvent."
+    assert (grade(mc("C"), reply).answer, grade(mc("C"), reply).correct) == ("C", True)
+    assert not grade(mc("A"), reply).correct
+    reply = "<think>x</think>Final answer: C\n\nThe answer is A only if the solvent is ignored, which it is not."
+    assert grade(mc("C"), reply).correct and not grade(mc("A"), reply).correct
+
+
+def test_regression_math_closing_note_is_not_the_answer() -> None:
+    """ "There are 5 ways.\n\nNote: we used 2 cases." was correct for gold 2 (the last math of the last paragraph)."""
+    reply = "<think>count</think>There are 5 ways.\n\nNote: we used 2 cases."
+    assert not grade(math("2"), reply).correct
+    g = grade(math("5"), reply)
+    assert (g.answer, g.correct, g.strict, g.rule) == ("5", True, False, "closing-paragraph")
+    assert not grade(math("2"), "<think>count</think>There are 5 ways. Note: we used 2 cases.").correct
+
+
+def test_regression_math_parenthetical_after_the_answer_is_not_the_answer() -> None:
+    """ "The answer is 12 (checked for n = 1, 2)." was read as 1."""
+    g = grade(math("12"), "<think>x</think>The answer is 12 (checked for n = 1, 2).")
+    assert (g.answer, g.correct, g.strict) == ("12", True, True)
+    assert not grade(math("1"), "<think>x</think>The answer is 12 (checked for n = 1, 2).").correct
+    assert not grade(math("2"), "<think>x</think>Thus there are 12 ways (checked for n = 1, 2).").correct
+
+
+def test_regression_math_near_miss_decimal_is_wrong() -> None:
+    """math-verify's default rounding (6 places) accepted 0.5000001 for 1/2."""
+    assert not grade(math(r"\frac{1}{2}"), r"\boxed{0.5000001}").correct
+    assert not grade(math(r"\frac{1}{3}"), r"\boxed{0.333333}").correct
+    assert grade(math(r"\frac{1}{2}"), r"\boxed{0.5}").correct
+    assert grade(math("0.15"), r"\boxed{\frac{3}{20}}").correct
+
+
+def test_regression_math_set_is_not_a_tuple() -> None:
+    r"""math-verify accepted \{1,2\} for the pair (1,2)."""
+    assert not grade(math("(1,2)"), r"\boxed{\{1,2\}}").correct
+    assert not grade(math(r"\{1,2\}"), r"\boxed{(1,2)}").correct
+    assert grade(math("(1,2)"), r"\boxed{(1, 2)}").correct
+    assert grade(math("1,2"), r"\boxed{\{1,2\}}").correct  # a list of solutions may be written as a set
+
+
+# ------------------------------------------------------------------------------- strict and flexible
+
+
+@pytest.mark.parametrize(
+    ("problem", "reply", "rule"),
+    [
+        (math("4"), "<think>x</think>So $\\boxed{4}$.", "box"),
+        (math("4"), "<think>x</think>The final answer is $4$.", "final-answer"),
+        (math("4"), "<think>x</think>**Final Answer**\n\n$$4$$", "final-answer"),
+        (math("4"), "<think>x</think>Thus the answer is 4 apples.", "answer-statement"),
+        (mc("C"), "<think>x</think>\\boxed{C}", "box"),
+        (mc("C"), "<think>x</think>The correct option is (C).", "answer-statement"),
+        (free("valid"), "So the answer is valid.", "answer-statement"),
+        (free("valid"), "<think>x</think>Final answer: valid", "final-answer"),
+    ],
+)
+def test_explicit_forms_are_strict(problem: Problem, reply: str, rule: str) -> None:
+    g = grade(problem, reply)
+    assert (g.correct, g.strict, g.rule, g.strict_answer) == (True, True, rule, g.answer)
+
+
+@pytest.mark.parametrize(
+    ("problem", "reply", "rule"),
+    [
+        (math("4"), "<think>x</think>$4$", "bare"),
+        (math("4"), "<think>x</think>Adding the two cases gives $4$.", "closing-paragraph"),
+        (mc("C"), "<think>x</think>(C)", "letter-line"),
+        (mc("B"), "<think>x</think>42 kJ/mol", "choice-text"),
+        (free("valid"), "<think>x</think>Valid.", "single-line"),
+    ],
+)
+def test_fallbacks_are_flexible_only(problem: Problem, reply: str, rule: str) -> None:
+    """Right under the flexible reading only: no explicit final-answer form, so strict is False."""
+    g = grade(problem, reply)
+    assert (g.correct, g.strict, g.rule, g.strict_answer) == (True, False, rule, None)
+
+
+def test_strict_wrong_answer_is_wrong_under_both() -> None:
+    g = grade(math("4"), "<think>x</think>The final answer is 5.\n\nAdding up gives $4$.")
+    assert (g.answer, g.correct, g.strict) == ("5", False, False)
