@@ -10,7 +10,7 @@ from conftest import TRACES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from legibility.text import Segment, rebuild, sentences, separator
+from legibility.text import Segment, protected_spans, rebuild, sentences, separator
 
 
 def real_cots() -> list[str]:
@@ -204,3 +204,36 @@ def test_generated_sentences_split_exactly(sents: list[tuple[str, str, str]], se
 @given(st.text(max_size=200))
 def test_roundtrip_on_arbitrary_text(t: str) -> None:
     check_offsets(t, sentences(t))
+
+
+# Regressions found by issue #10's fuzzing (tests/test_fuzz_text.py); each fails on the code before its fix.
+
+
+def test_regression_dollar_before_fence_never_pairs_into_the_code() -> None:
+    """A "$" before a fence paired with a "$" inside the code (math was matched before fences), so the closed
+    fence was split. Fences now come first, as in Markdown."""
+    t = "$```\nre.match(r'^\\d+$', s). Then\n```"  # the fuzzer's minimal example
+    assert texts(t) == [t]
+    t = 'It costs $5 so\n```python\nm = re.match(r"^\\d+$", s). Then x\n```\nDone. Yes.'
+    assert texts(t) == ["It costs $5 so", '```python\nm = re.match(r"^\\d+$", s). Then x\n```', "Done.", "Yes."]
+
+
+def test_regression_display_math_never_reaches_into_a_fence() -> None:
+    """An opener before a fence ("\\[", "\\begin{align}") paired with a closer inside the code."""
+    t = "See \\[x\n```\ncode. Here \\] more. X\n```\nAfter. Then."
+    assert texts(t) == ["See \\[x", "```\ncode. Here \\] more. X\n```", "After.", "Then."]
+    t = "So \\begin{align} a ``` b. C \\end{align} d ``` e. F"
+    assert texts(t) == ["So \\begin{align} a", "``` b. C \\end{align} d ```", "e.", "F"]
+    t = "\\[```\\[ (p - 1) - (q - 1) = p - q \\]"  # the fuzzer's minimal example: the fence went unseen
+    assert protected_spans(t) == ([(2, len(t))], [(2, len(t))])  # the unclosed fence runs to the end
+
+
+def test_regression_bogus_begin_never_hides_math() -> None:
+    """A "\\begin{" with no name took everything up to the next "}" as its name ("\\begin{ $. x$ }"); unclosed, the
+    scan went on after that "}", so the math inside was never seen, and split."""
+    t = "\\begin{ $. x$ }"  # the fuzzer's minimal example
+    assert texts(t) == [t]
+    assert texts("So \\begin{ $a. B$ } holds. Then \\begin{align*} x. Y \\end{align*} too.") == [
+        "So \\begin{ $a. B$ } holds.",
+        "Then \\begin{align*} x. Y \\end{align*} too.",
+    ]

@@ -8,9 +8,11 @@ from collections import Counter
 
 import pytest
 from conftest import TRACES
+from strategies import in_order
 
 from legibility.errors import LegibilityError
 from legibility.records import Trace
+from legibility.responses import completion, split_think
 from legibility.text import sentences
 from legibility.transforms import TRANSFORMS, apply, find_numbers, register
 
@@ -57,17 +59,6 @@ def results(name: str, traces: list[Trace], seed: int = 0):
     for t in traces:
         r = apply(name, t.reasoning, donors_for(t, traces), seed)
         yield t, r
-
-
-def in_order(text: str, parts: list[str]) -> bool:
-    """Each part occurs in `text` after the previous one."""
-    pos = 0
-    for p in parts:
-        i = text.find(p, pos)
-        if i < 0:
-            return False
-        pos = i + len(p)
-    return True
 
 
 def test_registry_names_and_unknown() -> None:
@@ -246,3 +237,43 @@ def test_donors_as_text_segment_tuples() -> None:
     a = apply("donor_splice_50", "X one. X two.", [donor], 5)
     b = apply("donor_splice_50", "X one. X two.", [(donor, sentences(donor))], 5)
     assert a == b and a.text == "X one. Donor C."
+
+
+# Regressions found by issue #10's fuzzing (tests/test_fuzz_transforms.py); each fails on the code before its fix.
+
+FOUR_SENTENCES = "First we add the numbers. Then we check the sum. The sum is 7. So the answer is 7."
+
+
+def test_regression_sentence_deletion_four_sentences_all_seeds() -> None:
+    """`reorder` zipped the kept order against all sentences with strict=True: ValueError for 15 of 40 seeds."""
+    segs = [s.text for s in sentences(FOUR_SENTENCES)]
+    assert len(segs) == 4
+    for seed in range(40):
+        r = apply("sentence_deletion_30", FOUR_SENTENCES, [], seed=seed)
+        kept = [s for i, s in enumerate(segs) if i not in r.meta["deleted"]]
+        assert r.changed and r.meta["deleted"] and r.text == " ".join(kept), seed
+
+
+def test_regression_sentence_deletion_two_equal_sentences() -> None:
+    """The fuzzer's minimal example of the same crash: deleting one of two equal sentences."""
+    r = apply("sentence_deletion_30", "First we add the numbers. First we add the numbers.", [], 0)
+    assert r.changed and r.text == "First we add the numbers." and r.meta["kept"] == 1
+
+
+def test_regression_think_tag_never_reaches_the_completion() -> None:
+    """A CoT or donor holding "</think>" made an output that ends the CoT early once written between think tags
+    (responses.completion), so split_think returned a corrupted answer. apply now declines such an output,
+    and pick_donor skips a donor holding the tag."""
+    cot = "</think>\n\nThe answer is 7."  # the fuzzer's minimal example (sentence_shuffle, seed 0)
+    for name in ("sentence_shuffle", "adjacent_swap", "sentence_reversal"):
+        r = apply(name, cot, [], 0)
+        assert not r.changed and r.text == cot and r.reason == "output holds </think>"
+    clean = "We are to convert the point (0,3) from rectangular coordinates to polar coordinates. T"
+    r = apply("donor_splice_50", clean, ["</think>"], 0)  # minimal example for donors
+    assert not r.changed and r.reason == "no usable donor"
+    donors = ["Donor one. </think> Donor two.", "Other one. Other two."]
+    for name in ("cross_substitution", "donor_splice_50", "distractor_injection"):
+        for seed in range(10):
+            r = apply(name, clean, donors, seed)
+            assert r.changed and r.meta["donor_index"] == 1 and "</think>" not in r.text, (name, seed)
+            assert split_think(completion(r.text, "7")) == (r.text, "7", True)

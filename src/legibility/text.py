@@ -5,7 +5,11 @@ Offsets always index the original text, so transforms can cut and splice a CoT w
 How it works, and why:
 1. Mask: math spans ($...$, $$...$$, \\(...\\), \\[...\\], \\begin{env}...\\end{env}), \\boxed{...}, code fences,
    decimal points, list markers ("1.") and the inner punctuation of "quotations" are overwritten with
-   same-length placeholders, so no rule can split inside them and every offset stays valid.
+   same-length placeholders, so no rule can split inside them and every offset stays valid. Fences come
+   first, as in Markdown: ``` marks pair up in order, and an odd last one is code to the end of the text (a
+   reply cut off mid-code). Math is then matched between fences, the first opener winning; an opener with
+   no closer there ("costs $5", a lone \\[) protects nothing. So "$5" before a fence never pairs with a "$"
+   in the code.
 2. Hard boundaries: every line break of the masked text (blank-line paragraphs, list items, equation lines;
    pysbd treats a newline as a boundary too) and both edges of a code fence, which is a segment of its own.
 3. Inside a line, each candidate end ([.!?] or an ellipsis, then whitespace) is settled by a fast rule where
@@ -38,7 +42,8 @@ class Segment(NamedTuple):
 
 MASK = "X"  # a capital letter: masked math reads as a word, so "\\(x\\). \\(y\\) is" still has a boundary
 
-_OPEN = re.compile(r"```|\$\$|\\\[|\\\(|\\begin\{([^{}\n]*)\}|\\boxed\{|(?<!\\)\$")
+# an environment name is a word ("align*"): "\\begin{ $x$ }" is no opener, and must not hide the math in it
+_OPEN = re.compile(r"\$\$|\\\[|\\\(|\\begin\{([\w*]+)\}|\\boxed\{|(?<!\\)\$")
 # pandoc's rule for $...$: no space after the opening $, none before the closing one, no digit after it
 # ("$60 and $30" is money, not math), and no blank line inside
 _DOLLAR = re.compile(r"\$(?=[^\s$])(?:[^$\\\n]|\\.|\n(?![ \t]*\n))*?(?<=[^\s\\])\$(?!\d)", re.S)
@@ -55,9 +60,9 @@ _SEGMENTER = pysbd.Segmenter(language="en", clean=False)
 _MAX_INLINE = 2000  # an unclosed \( or \boxed{ must not swallow the rest of the trace
 
 
-def _brace_end(text: str, i: int) -> int | None:
-    """Index just past the brace matching text[i - 1] == "{", or None when it does not close soon."""
-    depth, n = 1, min(len(text), i + _MAX_INLINE)
+def _brace_end(text: str, i: int, end: int) -> int | None:
+    """Index just past the brace matching text[i - 1] == "{", or None when it does not close soon (before `end`)."""
+    depth, n = 1, min(end, i + _MAX_INLINE)
     while i < n:
         c = text[i]
         if c == "\\":
@@ -73,42 +78,65 @@ def _brace_end(text: str, i: int) -> int | None:
     return None
 
 
-def _close(text: str, closer: str, i: int, inline: bool) -> int | None:
-    j = text.find(closer, i)
-    if j < 0 or (inline and (j - i > _MAX_INLINE or "\n\n" in text[i:j])):
+def _close(text: str, closer: str, i: int, end: int, inline: bool) -> int | None:
+    """Index just past the first `closer` in text[i:end]; inline math must close soon, within its paragraph."""
+    j = text.find(closer, i, min(end, i + _MAX_INLINE + len(closer)) if inline else end)
+    if j < 0 or (inline and "\n\n" in text[i:j]):
         return None
     return j + len(closer)
 
 
-def protected_spans(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """(all protected spans, code fences among them), both as sorted, non-overlapping (start, end)."""
-    spans: list[tuple[int, int]] = []
-    fences: list[tuple[int, int]] = []
-    pos = 0
-    while m := _OPEN.search(text, pos):
+def code_fences(text: str) -> list[tuple[int, int]]:
+    """Code fences: ``` marks pair up in order; an odd last one runs to the end of the stripped text."""
+    out = []
+    i = text.find("```")
+    while i >= 0:
+        j = text.find("```", i + 3)
+        if j < 0:
+            out.append((i, len(text.rstrip())))
+            break
+        out.append((i, j + 3))
+        i = text.find("```", j + 3)
+    return out
+
+
+def _math_spans(text: str, pos: int, end: int, spans: list[tuple[int, int]]) -> None:
+    """Append the math spans of text[pos:end] (a stretch between fences) to `spans`: the first opener wins."""
+    while m := _OPEN.search(text, pos, end):
         tok, s, e = m.group(), m.start(), None
-        if tok == "```":
-            e = _close(text, "```", m.end(), False) or len(text.rstrip())  # unclosed: code to the end
-            fences.append((s, e))
-        elif tok == "$$":
-            e = _close(text, "$$", m.end(), False)
+        if tok == "$$":
+            e = _close(text, "$$", m.end(), end, False)
         elif tok == "\\[":
-            e = _close(text, "\\]", m.end(), False)
+            e = _close(text, "\\]", m.end(), end, False)
         elif tok == "\\(":
-            e = _close(text, "\\)", m.end(), True)
+            e = _close(text, "\\)", m.end(), end, True)
         elif tok == "$":
-            d = _DOLLAR.match(text, s)
-            e = d.end() if d and d.end() - s <= _MAX_INLINE else None
+            # a match longer than _MAX_INLINE is refused anyway, so the search stops there
+            d = _DOLLAR.match(text, s, min(end, s + _MAX_INLINE + 1))
+            e = d.end() if d else None
         elif tok.startswith("\\begin"):
-            e = _close(text, "\\end{" + m.group(1) + "}", m.end(), False)
+            e = _close(text, "\\end{" + m.group(1) + "}", m.end(), end, False)
         else:  # \boxed{
-            e = _brace_end(text, m.end())
+            e = _brace_end(text, m.end(), end)
         if e is None:
             pos = m.end()
         else:
             spans.append((s, e))
             pos = e
-    return spans, fences
+
+
+def protected_spans(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(all protected spans, code fences among them), both as sorted, non-overlapping (start, end). Fences
+    first, then math in the stretches between them, so no math span reaches into code (see the module doc)."""
+    spans: list[tuple[int, int]] = []
+    fenced = code_fences(text)
+    pos = 0
+    for s, e in fenced:
+        _math_spans(text, pos, s, spans)
+        spans.append((s, e))
+        pos = e
+    _math_spans(text, pos, len(text), spans)
+    return spans, fenced
 
 
 def mask(text: str) -> tuple[str, list[tuple[int, int]]]:

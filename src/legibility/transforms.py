@@ -9,6 +9,13 @@ inside; `apply` turns that into a result with `changed=False` and `reason`, and 
 that happens to equal the input, so a successful result always differs from the original. The pair builder
 checks `.changed` and picks another transform.
 
+A result is written between think tags (`responses.completion`), so an output holding "</think>" would end
+the CoT early and corrupt the final answer's split: `apply` declines it, and donors holding the tag are
+never picked. The nine transforms take their text only from the CoT and the picked donor and never join
+pieces without whitespace, so a tag in an output comes from the CoT: `apply` scans the output only when the
+CoT holds one (a new transform must keep to that). Why: scanning every 17 KB output cost 5-8% of a pair
+build, the cached check on the CoT and donors nothing.
+
 Donors are other problems' CoTs (the builder filters out the same problem): plain strings, objects with
 `.reasoning` and `.id` (records.Trace), or `(text, segments)` tuples. Only the donor the seeded RNG picks is
 touched (segmented once per process: `text.sentences` is cached), so passing every other trace is cheap.
@@ -29,6 +36,7 @@ from itertools import accumulate
 from typing import Any
 
 from legibility.errors import LegibilityError
+from legibility.responses import THINK_CLOSE  # where split_think ends the CoT
 from legibility.text import Segment, join, rebuild, sentences, separator
 
 
@@ -56,6 +64,12 @@ class Doc:
     id: str | None = None
 
 
+@lru_cache(maxsize=4096)
+def holds_think_close(text: str) -> bool:
+    """Does `text` hold "</think>"? Cached: CoTs and donors recur, and a scan of a long trace takes ~20 us."""
+    return THINK_CLOSE in text
+
+
 Donor = Any  # str | records.Trace (anything with .reasoning and .id) | tuple[str, Sequence[Segment]]
 Transform = Callable[[Doc, Sequence[Donor], random.Random], tuple[str, dict[str, Any]]]
 TRANSFORMS: dict[str, Transform] = {}
@@ -80,14 +94,15 @@ def as_doc(d: Donor) -> Doc:
 def pick_donor(
     rng: random.Random, donors: Sequence[Donor], ok: Callable[[Doc], bool] = lambda d: bool(d.segs)
 ) -> tuple[Doc, dict[str, Any]]:
-    """A random usable donor: start at a seeded index, walk on until `ok` (O(1) when most donors are usable)."""
+    """A random usable donor: start at a seeded index, walk on until `ok` (O(1) when most donors are usable).
+    A donor holding "</think>" is never usable: its text would end the CoT early in a completion."""
     if not donors:
         raise CannotTransform("no donors")
     start = rng.randrange(len(donors))
     for k in range(len(donors)):
         i = (start + k) % len(donors)
         d = as_doc(donors[i])
-        if ok(d):
+        if not holds_think_close(d.text) and ok(d):
             return d, {"donor_index": i} | ({"donor_id": d.id} if d.id is not None else {})
     raise CannotTransform("no usable donor")
 
@@ -99,8 +114,10 @@ def need(doc: Doc, n: int = 2) -> int:
 
 
 def reorder(doc: Doc, order: list[int]) -> str:
-    """The sentences in `order`; refuses an order that only moves whitespace ("Hmm. Hmm." swapped)."""
-    if all(doc.segs[i].text == s.text for i, s in zip(order, doc.segs, strict=True)):
+    """The sentences in `order` (all of them, or a subsequence when deleting); refuses an order that only moves
+    whitespace ("Hmm. Hmm." swapped). A shorter order always changes the sentences, so only a full one is
+    compared (zipping a shorter one with strict=True raised ValueError: issue #10)."""
+    if len(order) == len(doc.segs) and all(doc.segs[i].text == s.text for i, s in zip(order, doc.segs, strict=True)):
         raise CannotTransform("reordering leaves the same sentences in the same places")
     return rebuild(doc.text, doc.segs, order)
 
@@ -272,6 +289,8 @@ def apply(
         new, meta = fn(doc, donors, random.Random(f"{name}:{seed}"))
     except CannotTransform as e:
         return TransformResult(text, {"reason": str(e)}, changed=False, reason=str(e))
-    if new == text:
-        return TransformResult(text, {"reason": "output equals input"}, changed=False, reason="output equals input")
+    # a tag in the output can only be the CoT's own (see the module doc), so the scan is off the hot path
+    if new == text or (holds_think_close(text) and THINK_CLOSE in new):
+        reason = "output equals input" if new == text else f"output holds {THINK_CLOSE}"
+        return TransformResult(text, {"reason": reason}, changed=False, reason=reason)
     return TransformResult(new, meta)
