@@ -1,10 +1,12 @@
 """Pair-builder throughput at the reference run's scale: 20,000 pairs from 2,000 traces of ~3,000 words.
 
 Times three things separately, in one process (one core): building (segmentation + transforms + records,
-the >= 1,000 pairs/s target), writing the four export files, and the token-length statistics with a fast
-tokenizer in batches. Traces are synthesized from the real ones as in bench_transforms.py.
+the >= 1,000 pairs/s target), writing the export files, and the long-pair policy with a fast tokenizer in batches
+(every pair's token length, cutting the CoT of those over --max-length; the statistics reuse those lengths).
+Traces are synthesized from the real ones as in bench_transforms.py.
 
     .venv/bin/python benchmarks/bench_pairs.py [--traces 2000] [--per-trace 10] [--tokenizer embedded|none]
+        [--max-length 7000]
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_transforms import TRACES, real_cots, synthesize
 
 from legibility.config import PairsConfig
-from legibility.pairs import build_pairs, pair_stats, write_pairs
+from legibility.pairs import build_pairs, fit_to_length, pair_stats, write_pairs
 from legibility.records import Message, Trace
 
 
@@ -30,6 +32,7 @@ def main() -> None:
     ap.add_argument("--words", type=int, default=3000)
     ap.add_argument("--per-trace", type=int, default=10)
     ap.add_argument("--tokenizer", default="embedded")
+    ap.add_argument("--max-length", type=int, default=7000, help="token limit for the long-pair policy")
     args = ap.parse_args()
 
     cots = synthesize(real_cots(TRACES), args.traces, args.words)
@@ -61,15 +64,22 @@ def main() -> None:
         from legibility.models import load_tokenizer
 
         tok = load_tokenizer(args.tokenizer)
+        cfg = cfg.model_copy(update={"tokenizer": args.tokenizer, "max_length": args.max_length})
         t0 = time.perf_counter()
-        stats = pair_stats(ps, cfg.model_copy(update={"tokenizer": args.tokenizer}), tok, args.tokenizer)
+        fitted = fit_to_length(ps, cfg, tok)
+        stats = pair_stats(fitted, cfg, tok, args.tokenizer)
         t_tok = time.perf_counter() - t0
         tr = stats["tokens"]["train"]["prompt_chosen"]
+        long = stats["long_pairs"]
         print(
-            f"token stats ({args.tokenizer}, fast tokenizer, batches of 256): {t_tok:.2f} s for {n} pairs "
-            f"({n / t_tok:.0f} pairs/s)"
+            f"token lengths + long pairs ({args.tokenizer}, fast tokenizer, batches of 256): {t_tok:.2f} s for "
+            f"{n} pairs ({n / t_tok:.0f} pairs/s)"
         )
-        print(f"prompt+chosen tokens: median {tr['median']:.0f}, p95 {tr['p95']}, max {tr['max']}")
+        print(
+            f"  over {args.max_length} tokens: {long['over_max_length']} pairs; CoT cut: {long['truncated_chosen']} "
+            f"chosen, {long['truncated_rejected']} rejected; dropped {long['dropped']} {long['dropped_reasons']}"
+        )
+        print(f"  prompt+chosen tokens after: median {tr['median']:.0f}, p95 {tr['p95']}, max {tr['max']}")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

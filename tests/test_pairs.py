@@ -35,7 +35,8 @@ def test_pairs_hold_their_promises(traces: list[Trace]) -> None:
     cfg = PairsConfig(val_fraction=0.2)
     ps = build_pairs(traces, cfg)
     by_id = {t.id: t for t in traces}
-    usable = [t for t in traces if t.correct and t.complete]
+    # pairs.grading "strict" (the default) filters on the strict verdict, `correct` where a trace has none
+    usable = [t for t in traces if (t.correct if t.correct_strict is None else t.correct_strict) and t.complete]
     assert len(usable) < len(traces)  # the sample has wrong and truncated traces, which must stay out
     assert {p.trace_id for p in ps.all} == {t.id for t in usable}
     assert ps.skipped["trace incorrect"] + ps.skipped["trace incomplete"] == len(traces) - len(usable)
@@ -51,7 +52,8 @@ def test_pairs_hold_their_promises(traces: list[Trace]) -> None:
         if p.donor_trace_id is not None:
             assert by_id[p.donor_trace_id].problem_id != p.problem_id
             assert by_id[p.donor_trace_id].benchmark == p.benchmark
-        assert p.transform in TRANSFORMS
+        assert p.transform in TRANSFORMS and p.donor_scope == "split"
+        assert p.split == ("val" if p.problem_id in set(ps.split["benchmarks"]["math"]["val"]) else "train")
     assert {p.transform for p in ps.all} == set(TRANSFORMS)
     assert all(p.donor_trace_id for p in ps.all if p.transform in ("cross_substitution", "donor_splice_50"))
     train_problems = {p.problem_id for p in ps.train}

@@ -54,17 +54,19 @@ def traces_stage(cfg: ExperimentConfig, problems: list[Problem] | None = None) -
 
 
 def pairs_stage(cfg: ExperimentConfig, traces: list[Trace] | None = None) -> dict[str, Any]:
-    """Build, split and export pairs into `{run_dir}/pairs/`; returns the stats written beside them."""
+    """Build, split and export pairs into `{run_dir}/pairs/` (train/val for TRL and Together, stats.json,
+    split.json); returns the stats written beside them.
+
+    split.json also lists the problems of `{run_dir}/problems.jsonl` that have no usable trace (a problem's side
+    depends on its id alone, so evaluation can use every held-out one); stats.json's provenance records the traces
+    file and its hash when the traces were read from it."""
     from legibility import pairs as P
 
+    run = Path(cfg.run_dir)
+    inputs: list[Path] = []
     if traces is None:
-        traces = read_jsonl(Path(cfg.run_dir) / "traces.jsonl", Trace)
-    pairset = P.build_pairs(traces, cfg.pairs, progress=True)
-    tok = None
-    if cfg.pairs.tokenizer and cfg.pairs.tokenizer.lower() != "none":
-        from legibility.models import load_tokenizer
-
-        tok = load_tokenizer(cfg.pairs.tokenizer)
-    stats = P.pair_stats(pairset, cfg.pairs, tok, cfg.pairs.tokenizer, progress=True)
-    P.write_pairs(pairset, Path(cfg.run_dir) / "pairs", stats)
+        traces = read_jsonl(run / "traces.jsonl", Trace)
+        inputs.append(run / "traces.jsonl")
+    problems = read_jsonl(run / "problems.jsonl", Problem) if (run / "problems.jsonl").is_file() else []
+    _, stats = P.build_and_write(traces, cfg.pairs, run / "pairs", inputs=inputs, problems=problems, progress=True)
     return stats
