@@ -1,7 +1,8 @@
 """Throughput and peak memory of one DPO + LoRA training step (policy forward+backward, reference forward).
 
-Runs TRL's own `DPOTrainer.training_step` on synthetic pre-tokenized pairs (random token ids, 1/8 prompt, 7/8
-completion), so the numbers include everything a real step does except the optimizer update (tiny for LoRA).
+Runs `LegibilityDPOTrainer.training_step` (TRL's, plus the normalized metrics) with the reference recipe's config
+on synthetic pre-tokenized pairs (random token ids, 1/8 prompt, 7/8 completion), so the numbers include everything
+a real step does except the optimizer update (tiny for LoRA).
 
     python benchmarks/bench_dpo_step.py                   # CPU: embedded SmolLM2-135M at 512/1024/2048 tokens
     python benchmarks/bench_dpo_step.py --device cuda     # GPU: random Qwen3-8B-shaped model at 8k/16k/32k
@@ -29,7 +30,6 @@ QWEN3_8B = dict(
     num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rope_theta=1000000.0,
     tie_word_embeddings=False, rms_norm_eps=1e-6,
 )  # fmt: skip
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def _model_and_tokenizer(device: str):
@@ -59,8 +59,9 @@ def _model_and_tokenizer(device: str):
 def run_one(device: str, length: int, pairs: int, gradient_checkpointing: bool, repeats: int) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
-    from trl import DPOConfig, DPOTrainer
+
+    from legibility.config import TrainConfig
+    from legibility.train import trainer_class
 
     model, tok = _model_and_tokenizer(device)
     g = torch.Generator().manual_seed(0)
@@ -71,28 +72,22 @@ def run_one(device: str, length: int, pairs: int, gradient_checkpointing: bool, 
         return torch.randint(low, high, (n,), generator=g).tolist()
 
     rows = [
-        {"prompt_ids": ids(n_prompt), "chosen_ids": ids(length - n_prompt), "rejected_ids": ids(length - n_prompt)}
+        {"prompt_ids": ids(n_prompt), "chosen_ids": ids(length - n_prompt), "rejected_ids": ids(length - n_prompt),
+         "transform_id": 0}
         for _ in range(pairs)
-    ]
+    ]  # fmt: skip
     bf16 = device != "cpu"
-    args = DPOConfig(
-        output_dir="/tmp/bench_dpo_step",
-        per_device_train_batch_size=pairs,
-        max_length=length,
-        beta=0.3,
-        loss_type=["sigmoid_norm", "sft"],
-        loss_weights=[1.0, 0.5],
-        activation_checkpointing=gradient_checkpointing,
-        bf16=bf16,
-        report_to="none",
-        use_cpu=device == "cpu",
-        dataloader_pin_memory=False,
-        disable_tqdm=True,
-    )
-    peft = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
+    # The reference recipe (config defaults: loss, LoRA r/alpha/targets), batch and length set for the benchmark.
+    recipe = TrainConfig(per_device_train_batch_size=pairs, gradient_accumulation_steps=1, max_length=length,
+                         trl={"activation_checkpointing": gradient_checkpointing, "report_to": "none"})  # fmt: skip
+    args = recipe.dpo_config("/tmp/bench_dpo_step", bf16=bf16, use_cpu=device == "cpu", dataloader_pin_memory=False,
+                             disable_tqdm=True, eval_strategy="no", eval_on_start=False)  # fmt: skip
+    peft = recipe.lora_config()
     # DPOTrainer tokenizes text itself; give it a dummy dataset and collate our token rows with its own collator.
     dummy = Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c"}])
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dummy, processing_class=tok, peft_config=peft)
+    trainer = trainer_class()(
+        model=model, args=args, train_dataset=dummy, processing_class=tok, peft_config=peft, transforms=["t"]
+    )
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     trainer.current_gradient_accumulation_steps = 1  # set by the train loop, read by training_step
     if gradient_checkpointing:  # Trainer.train() turns it on; we call training_step directly
@@ -100,7 +95,7 @@ def run_one(device: str, length: int, pairs: int, gradient_checkpointing: bool, 
     batch = trainer._prepare_inputs(trainer.data_collator(rows))
     assert batch["input_ids"].shape == (2 * pairs, length), batch["input_ids"].shape
     # Warm-up on a short batch (first-call costs: kernels, allocator, lazy init) without adding to peak memory.
-    short = [{k: v[:16] for k, v in r.items()} for r in rows]
+    short = [{k: v[:16] if isinstance(v, list) else v for k, v in r.items()} for r in rows]
     trainer.training_step(trainer.model, trainer._prepare_inputs(trainer.data_collator(short)))
     if device != "cpu":
         torch.cuda.synchronize()

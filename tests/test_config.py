@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,15 +39,43 @@ def test_reference_config_is_the_reference_recipe():
     assert (t.lora_r, t.lora_alpha, t.lora_dropout) == (16, 16, 0.0)
     assert t.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     # the defaults are the reference too, so a minimal config trains the reference recipe
-    assert ExperimentConfig(name="x").train == t.model_copy(
-        update={
-            "chat_template": None,
-            "attn_implementation": None,
-            "save_steps": 100,
-            "eval_steps": None,
-            "report_to": ["none"],
-        }
-    )
+    assert ExperimentConfig(name="x").train == t.model_copy(update={"chat_template": None, "trl": {}})
+
+
+def test_recipe_reaches_the_real_dpo_and_lora_configs():
+    """The recipe fields arrive in TRL's and PEFT's own objects under their names (what the trainer gets)."""
+    t = load_config(CONFIGS / "qwen3-8b-legibility-dpo.yaml").train
+    args = t.dpo_config("out", bf16=False)
+    assert (args.beta, args.loss_type, args.loss_weights) == (0.3, ["sigmoid_norm", "sft"], [1.0, 0.5])
+    assert (args.learning_rate, args.lr_scheduler_type) == (5e-6, "cosine")
+    assert args.lr_scheduler_kwargs == {"num_cycles": 0.5}
+    assert (args.warmup_steps, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (0.05, 1, 8)
+    assert (args.seed, args.data_seed, args.max_grad_norm, args.weight_decay) == (42, 42, 1.0, 0.0)
+    assert args.max_length is None  # never truncated: longer pairs are dropped before the collator
+    assert (args.save_steps, args.eval_steps, args.eval_on_start, args.report_to) == (0.1, 0.1, True, ["tensorboard"])
+    assert args.model_init_kwargs == {"attn_implementation": "sdpa"} and args.activation_checkpointing
+    lora = t.lora_config()
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout, lora.bias) == (16, 16, 0.0, "none")
+    assert lora.target_modules == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def test_any_trl_and_peft_option_passes_through(tmp_path):
+    text = ("name: a\ntrain:\n  trl: {padding_free: true, use_weighting: true, ld_alpha: 0.5, loss_type: [ipo],"
+            " lr_scheduler_kwargs: {min_lr_rate: 0.1}}\n  lora: {use_rslora: true, bias: all}\n")  # fmt: skip
+    t = load_config(_write(tmp_path, text)).train
+    args = t.dpo_config("out", bf16=False)
+    assert (args.padding_free, args.use_weighting, args.ld_alpha) == (True, True, 0.5)
+    assert (args.loss_type, args.loss_weights) == (["ipo"], [1.0])
+    assert args.lr_scheduler_kwargs == {"num_cycles": 0.5, "min_lr_rate": 0.1}
+    lora = t.lora_config()
+    assert (lora.use_rslora, lora.bias, lora.r) == (True, "all", 16)
+
+
+def test_import_is_light():
+    """`import legibility.config` pulls in none of torch, transformers, TRL, PEFT (the CLI and notebooks import it)."""
+    code = "import sys, legibility.config; print(sorted({'torch', 'transformers', 'trl', 'peft'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_global_seed_is_the_sections_default(tmp_path):
@@ -73,6 +103,29 @@ def test_defaults_and_run_dir(tmp_path):
         ("train: {}\n", "exp.yaml: name: Field required"),
         ("name: a\ntrain: [1, 2\n", "not valid YAML"),
         ("- 1\n", "mapping at the top level"),
+        (
+            "name: a\ntrain: {trl: {padding_fre: true}}\n",
+            "exp.yaml: train.trl.padding_fre: not a DPOConfig field (did you mean padding_free?)",
+        ),
+        (
+            "name: a\ntrain: {lora: {use_rslor: true}}\n",
+            "exp.yaml: train.lora.use_rslor: not a LoraConfig field (did you mean use_rslora?)",
+        ),
+        ("name: a\ntrain: {trl: {learning_rate: 1.0e-5}}\n", "train.trl.learning_rate: set by train.learning_rate"),
+        ("name: a\ntrain: {trl: {max_length: 10}}\n", "train.trl.max_length: set by train.max_length (longer pairs"),
+        ("name: a\ntrain: {lora: {r: 8}}\n", "exp.yaml: train.lora.r: set by train.lora_r"),
+        ("name: a\ntrain: {trl: {loss_type: [sigmoid, nope]}}\n", "train.trl.loss_type: unknown ['nope']"),
+        ("name: a\ntrain: {trl: {loss_type: [ipo], loss_weights: [1, 2]}}\n", "train.trl.loss_weights: one weight"),
+        ("name: a\ntrain: {trl: {loss_weights: [1]}}\n", "train.trl.loss_weights: needs train.trl.loss_type"),
+        (
+            "name: a\ntrain: {trl: {eval_strategy: sometimes}}\n",
+            "exp.yaml: train.trl.eval_strategy: DPOConfig refused it: sometimes is not a valid",
+        ),
+        ("name: a\ntrain: {lora_target_modules: []}\n", "exp.yaml: train.lora_target_modules: List should have"),
+        (
+            "name: a\ntrain: {report_to: none}\n",
+            "exp.yaml: train.report_to: unknown field: set it as train.trl.report_to",
+        ),
     ],
 )
 def test_errors_are_one_line_with_file_and_field(tmp_path, text, expected):
@@ -88,7 +141,8 @@ def test_overrides(tmp_path):
         [
             "train.beta=0.5",
             "train.lora_target_modules=[q_proj, v_proj]",
-            "train.report_to=tensorboard",
+            "train.trl.report_to=tensorboard",
+            "train.lora.use_rslora=true",
             "pairs.transforms.shuffle_words=0",
             "data.benchmarks=[{name: math, path: m.jsonl, levels: [5]}]",
             "name=b",
@@ -96,7 +150,8 @@ def test_overrides(tmp_path):
         ],
     )
     assert cfg.train.beta == 0.5 and cfg.train.lora_target_modules == ["q_proj", "v_proj"]
-    assert cfg.train.report_to == ["tensorboard"] and cfg.pairs.transforms == {"shuffle_words": 0}
+    assert cfg.train.trl == {"report_to": "tensorboard"} and cfg.train.lora == {"use_rslora": True}
+    assert cfg.pairs.transforms == {"shuffle_words": 0}
     assert cfg.data.benchmarks[0].levels == [5] and cfg.train.eval_file is None
     assert cfg.run_dir == "runs/b"
 

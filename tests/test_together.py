@@ -140,6 +140,18 @@ def test_submit_with_fake_client(cfg, monkeypatch):
 
 
 def test_explicit_loss_type_is_refused(cfg):
-    cfg2 = cfg.model_copy(update={"train": cfg.train.model_copy(update={"loss_type": ["ipo"]})})
-    with pytest.raises(LegibilityError, match="DPO"):
+    cfg2 = cfg.model_copy(update={"train": cfg.train.model_copy(update={"trl": {"loss_type": ["ipo"]}})})
+    with pytest.raises(LegibilityError, match=r"train\.trl\.loss_type: Together trains only DPO"):
         tg.submit(cfg2, dry_run=True)
+
+
+def test_local_only_options_are_listed(cfg):
+    """The reference config's trl:/lora: options cannot reach a hosted job; the dry run says so, the request is
+    unchanged."""
+    result = tg.submit(cfg, dry_run=True)
+    assert any(
+        "train.trl is for the local backend" in w and "precompute_ref_log_probs" in w for w in result["warnings"]
+    )
+    plain = cfg.model_copy(update={"train": cfg.train.model_copy(update={"trl": {}, "lora": {}})})
+    bare = tg.submit(plain, dry_run=True)
+    assert "warnings" not in bare and bare["request"] == result["request"]

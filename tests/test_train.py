@@ -1,13 +1,17 @@
-"""DPO + LoRA training: loss mapping, data checks, chat-template prefixes, and end-to-end runs (tiny models)."""
+"""DPO + LoRA training: config mapping, data checks, chat-template prefixes, end-to-end runs (tiny models).
+
+The loss itself is checked numerically in test_loss.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,7 @@ from legibility.train import (
     length_report,
     read_pairs,
     run_training,
+    train_from_config,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -46,27 +51,16 @@ def test_reference_loss_mapping():
     assert t.trl_loss() == (["sigmoid_norm", "sft"], [1.0, 0.5])
     assert t.beta == 0.3 and t.effective_batch_size == 8 and t.max_length == 40960
     assert TrainConfig(normalize_by_length=False, rpo_alpha=0).trl_loss() == (["sigmoid"], [1.0])
-    assert TrainConfig(loss_type=["ipo"]).trl_loss() == (["ipo"], [1.0])
-
-
-def test_loss_names_match_installed_trl():
-    """Our list of loss names is TRL's: a TRL upgrade that renames one fails here, not mid-run."""
-    import inspect
-
-    from trl.trainer import dpo_trainer
-
-    src = inspect.getsource(dpo_trainer.DPOTrainer._compute_loss)
-    for name in ("sigmoid_norm", "sft", "sigmoid"):
-        assert f'loss_type == "{name}"' in src
+    assert TrainConfig(trl={"loss_type": ["ipo"]}).trl_loss() == (["ipo"], [1.0])
+    assert TrainConfig(trl={"loss_type": "hinge", "loss_weights": [2]}).trl_loss() == (["hinge"], [2.0])
 
 
 @pytest.mark.parametrize(
     "kwargs, msg",
     [
-        ({"loss_type": ["sigmoid", "nope"]}, "unknown loss type"),
-        ({"loss_type": ["sigmoid"], "loss_weights": [1.0, 2.0]}, "one weight per"),
         ({"lora_r": 0}, "lora_r"),
         ({"learning_rate": 1e-5, "lerning_rate": 1}, "lerning_rate"),
+        ({"lora_target_modules": []}, "lora_target_modules"),
     ],
 )
 def test_bad_train_config(kwargs, msg):
@@ -74,6 +68,27 @@ def test_bad_train_config(kwargs, msg):
 
     with pytest.raises(ValidationError, match=msg):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        (
+            {"trl": {"padding_fre": True}},
+            r"^train\.trl\.padding_fre: not a DPOConfig field \(did you mean padding_free\?\)$",
+        ),
+        ({"trl": {"seed": 1}}, r"^train\.trl\.seed: set by train\.seed"),
+        ({"trl": {"output_dir": "x"}}, r"^train\.trl\.output_dir: set by --out"),
+        ({"trl": {"lr_scheduler_kwargs": {"num_cycles": 2}}}, r"num_cycles: set by train\.num_cycles"),
+        ({"lora": {"target_modules": ["q_proj"]}}, r"^train\.lora\.target_modules: set by train\.lora_target_modules"),
+    ],
+)
+def test_bad_library_options_fail_before_anything_loads(kwargs, msg, tmp_path):
+    with pytest.raises(LegibilityError, match=msg):
+        TrainConfig(**kwargs).check()
+    with pytest.raises(LegibilityError, match=msg):  # also when run_training is called directly, before any model
+        run_training(TrainConfig(**kwargs), "no-such-model", tmp_path / "out", TRAIN)
+    assert not (tmp_path / "out").exists()
 
 
 def test_read_pairs_names_file_line_field(tmp_path):
@@ -84,6 +99,16 @@ def test_read_pairs_names_file_line_field(tmp_path):
     p.write_text("\n".join([lines[0], json.dumps(bad)]) + "\n")
     with pytest.raises(LegibilityError, match=r"bad\.jsonl:2: TrainPair\.chosen"):
         read_pairs(p)
+
+
+def test_eval_sample_spreads_over_transforms():
+    from legibility.train import stratified_sample
+
+    groups = ["a"] * 10 + ["b"] * 2 + ["c"] * 5
+    picked = stratified_sample(list(range(17)), groups, 7, seed=1)
+    assert sorted(Counter(groups[i] for i in picked).values()) == [2, 2, 3] and picked == sorted(set(picked))
+    assert picked == stratified_sample(list(range(17)), groups, 7, seed=1)
+    assert stratified_sample([3, 4], groups, 5, seed=1) == [3, 4]
 
 
 # ------------------------------------------------------------------------------------------ tokenization
@@ -122,17 +147,29 @@ def test_prefix_qwen3_templates(tiny_qwen3, template):
     _assert_prefix(tok, "<|im_end|>\n")
 
 
-def test_length_report_counts_drops_and_truncation(embedded_dir):
+def _trl_lengths(tok, path: Path) -> list[int]:
+    """Each pair's longer side, prompt+completion, as TRL 1.16 tokenizes it."""
+    out = []
+    for line in path.read_text().splitlines():
+        pair = json.loads(line)
+        out.append(max(len(_trl_split(tok, {**pair, "chosen": pair[side]})[1]) for side in ("chosen", "rejected")))
+    return out
+
+
+def test_length_report_drops_long_pairs(embedded_dir):
     from legibility.models import load_tokenizer
 
     tok = load_tokenizer(embedded_dir)
     pairs = read_pairs(TRAIN)
-    keep, rep = length_report(pairs, tok, max_length=40)
-    # SmolLM's template adds a default system turn: ~30 tokens; explicit system prompts are shorter than that
-    assert rep["pairs"] == 8 and rep["kept"] == len(keep)
-    assert rep["truncated"] == rep["kept"] > 0
+    lengths = _trl_lengths(tok, TRAIN)
+    limit = sorted(lengths)[len(lengths) // 2]
+    keep, rep = length_report(pairs, tok, max_length=limit)
+    assert keep == [i for i, n in enumerate(lengths) if n <= limit]  # the lengths TRL's sequences will have
+    assert rep["kept"] == len(keep) and rep["dropped_too_long"] == 8 - len(keep) > 0
+    assert sum(rep["dropped_by_transform"].values()) == rep["dropped_too_long"]
+    assert rep["longest_kept_tokens"] <= limit < rep["longest_tokens"] == max(lengths)
     keep, rep = length_report(pairs, tok, max_length=10)
-    assert rep["dropped_prompt_too_long"] == 8 and keep == []
+    assert keep == [] and rep["dropped_too_long"] == 8
 
 
 # ------------------------------------------------------------------------------------------ tiny Qwen3
@@ -171,34 +208,58 @@ def tiny_qwen3(tmp_path_factory) -> Path:
     return out
 
 
-def _cfg(model: str, run_dir: Path, **train) -> ExperimentConfig:
-    base = {
-        "train_file": str(TRAIN), "eval_file": str(VAL), "max_length": 256, "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 1, "per_device_eval_batch_size": 4, "gradient_checkpointing": False,
-        "learning_rate": 1e-3, "save_steps": 2, "logging_steps": 1,
-    }  # fmt: skip
-    return ExperimentConfig(name="t", run_dir=str(run_dir), model=model, train={**base, **train})
+def _cfg(model: str, run_dir: Path, trl: dict | None = None, **train) -> ExperimentConfig:
+    base = {"train_file": str(TRAIN), "eval_file": str(VAL), "max_length": 256, "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1, "learning_rate": 1e-3}  # fmt: skip
+    base_trl = {"per_device_eval_batch_size": 4, "activation_checkpointing": False, "save_steps": 2}
+    return ExperimentConfig(
+        name="t", run_dir=str(run_dir), model=model, train={**base, **train, "trl": {**base_trl, **(trl or {})}}
+    )
+
+
+NORM = ("rewards_norm/accuracies", "rewards_norm/margins", "rewards_norm/chosen", "rewards_norm/rejected")
+SUMMED = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
+PREF = ("logps_norm/accuracies", "logps_norm/margins", "logps/accuracies", "logps/margins")
 
 
 def test_train_tiny_qwen3_per_transform_eval_and_adapters(tiny_qwen3, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    cfg = _cfg(str(tiny_qwen3), tmp_path, max_steps=3, eval_steps=2, chat_template="qwen3_training")
-    out = run_training(cfg)
+    cfg = _cfg(str(tiny_qwen3), tmp_path, max_steps=3, chat_template="qwen3_training", trl={"eval_steps": 2})
+    out = train_from_config(cfg)
     assert out == tmp_path / "train"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["global_step"] == 3 and summary["loss_type"] == ["sigmoid_norm", "sft"]
+    assert summary["transforms"] == ["drop_sentences", "shuffle_words"]
     logs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     train_logs = [r for r in logs if "loss" in r]
     assert [r["step"] for r in train_logs] == [1, 2, 3]
-    for key in ("rewards/margins", "rewards/accuracies", "rewards/chosen", "logps/chosen", "learning_rate"):
-        assert key in train_logs[-1]
-    merged = {k for r in logs for k in r}
-    for split in ("all", "shuffle_words", "drop_sentences"):
-        for m in ("loss", "rewards/accuracies", "rewards/margins"):
-            assert f"eval_{split}_{m}" in merged, f"eval_{split}_{m}"
-    assert summary["final_eval"]["eval_all_rewards/accuracies"] is not None  # the last step is evaluated too
+    for key in (*NORM, *SUMMED, *PREF, "logps/chosen", "learning_rate"):
+        assert key in train_logs[-1], key
+    # one evaluation pass per evaluation: at step 0 (before any update), at eval_steps, and at the end
+    evals = [r for r in logs if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [0, 2, 3]
+    for r in evals:
+        assert r["eval_pairs"] == 4 and r["eval_shuffle_words_pairs"] == r["eval_drop_sentences_pairs"] == 2
+        for prefix in ("eval_", "eval_shuffle_words_", "eval_drop_sentences_"):
+            for m in (*NORM, *SUMMED, *PREF):
+                assert prefix + m in r, prefix + m
+        for m in (*NORM, *SUMMED, *PREF):  # the overall numbers are the pair-weighted means of the transforms'
+            parts = (r[f"eval_{t}_{m}"] * r[f"eval_{t}_pairs"] for t in ("shuffle_words", "drop_sentences"))
+            assert sum(parts) / 4 == pytest.approx(r[f"eval_{m}"], abs=1e-9)
+    step0 = evals[0]
+    assert all(step0[f"eval_{m}"] == 0 for m in NORM + SUMMED)  # the policy is the reference before any update
+    assert step0["eval_logps_norm/chosen"] < 0 and step0["eval_logps/chosen"] < step0["eval_logps_norm/chosen"]
+    assert summary["initial_eval"] == {k: v for k, v in step0.items() if k.startswith("eval_")}
+    assert summary["final_eval"]["eval_rewards_norm/margins"] == evals[-1]["eval_rewards_norm/margins"] != 0
+    assert summary["trl_args"]["max_length"] is None and summary["data"]["eval"]["kept"] == 4
+    prov = summary["provenance"]
+    assert [(f["path"], f["sha256"]) for f in prov["inputs"]] == [
+        (str(f), hashlib.sha256(f.read_bytes()).hexdigest()) for f in (TRAIN, VAL)
+    ]
+    assert prov["seed"] == 42 and prov["config"]["train"]["max_length"] == 256 and prov["packages"]["trl"]
+    assert "commit" in prov["git"]
     for path in (out / "checkpoint-2", out / "adapter"):
         ac = json.loads((path / "adapter_config.json").read_text())
         assert (ac["r"], ac["lora_alpha"], ac["lora_dropout"]) == (16, 16, 0.0)
@@ -208,28 +269,49 @@ def test_train_tiny_qwen3_per_transform_eval_and_adapters(tiny_qwen3, tmp_path):
         PeftModel.from_pretrained(base, path)
     assert (out / "adapter" / "tokenizer_config.json").is_file()
     with pytest.raises(LegibilityError, match="--resume"):
-        run_training(cfg)
+        train_from_config(cfg)
 
 
-def test_train_reports_dropped_and_truncated(tiny_qwen3, tmp_path):
+def test_train_drops_long_pairs_never_truncates(tiny_qwen3, tmp_path):
     from legibility.models import load_tokenizer
-    from legibility.train import _chat_ids
 
-    tok = load_tokenizer(str(tiny_qwen3))
-    pairs = read_pairs(TRAIN)
-    lens = sorted(len(_chat_ids(tok, [m.model_dump() for m in p.prompt], add_generation_prompt=True)) for p in pairs)
-    limit = lens[-1]  # the longest prompts (with a system turn) reach it and are dropped, the rest truncated
+    lengths = _trl_lengths(load_tokenizer(str(tiny_qwen3)), TRAIN)
+    limit = sorted(lengths)[len(lengths) // 2]
     cfg = _cfg(str(tiny_qwen3), tmp_path, max_steps=1, max_length=limit, eval_file=None)
-    out = run_training(cfg)
-    rep = json.loads((out / "summary.json").read_text())["data"]["train"]
-    assert rep["dropped_prompt_too_long"] == lens.count(limit) > 0
-    assert rep["truncated"] == rep["kept"] == 8 - rep["dropped_prompt_too_long"]
+    out = train_from_config(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    rep = summary["data"]["train"]
+    assert rep == json.loads((out / "data_report.json").read_text())["train"]
+    assert rep["dropped_too_long"] == sum(n > limit for n in lengths) > 0 and rep["kept"] == 8 - rep["dropped_too_long"]
+    assert summary["trl_args"]["max_length"] is None  # the collator never truncates what is left
+    with pytest.raises(LegibilityError, match=r"every pair is longer than train\.max_length=10 tokens"):
+        train_from_config(_cfg(str(tiny_qwen3), tmp_path / "b", max_steps=1, max_length=10, eval_file=None))
 
 
 def test_unknown_target_module(tiny_qwen3, tmp_path):
     cfg = _cfg(str(tiny_qwen3), tmp_path, max_steps=1, lora_target_modules=["q_proj", "qkv_proj"])
     with pytest.raises(LegibilityError, match="qkv_proj"):
-        run_training(cfg)
+        train_from_config(cfg)
+
+
+def test_missing_pairs_name_the_command_that_builds_them(tmp_path):
+    cfg = ExperimentConfig(name="t", run_dir=str(tmp_path / "run"))
+    with pytest.raises(LegibilityError) as e:
+        train_from_config(cfg, config_path="exp.yaml")
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path}/run/pairs/train.jsonl: no such file") and "\n" not in msg
+    assert f"legibility pairs build {tmp_path}/run/traces.jsonl --out {tmp_path}/run/pairs --config exp.yaml" in msg
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "traces.jsonl").write_text("")
+    with pytest.raises(LegibilityError, match=r"no such file; build the pairs first: legibility pairs build"):
+        train_from_config(cfg, config_path="exp.yaml")
+    # the command line: one line on stderr, exit code 2
+    config = tmp_path / "exp.yaml"
+    config.write_text(f"name: t\nrun_dir: {tmp_path}/run\n")
+    r = subprocess.run([sys.executable, "-m", "legibility", "train", str(config)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    run = tmp_path / "run"
+    assert f"legibility pairs build {run}/traces.jsonl --out {run}/pairs --config {config}" in r.stderr
 
 
 # ------------------------------------------------------------------------------------------ embedded, end to end
@@ -243,7 +325,7 @@ def test_kill_and_resume_embedded(embedded_dir, tmp_path):
     from legibility.config import dump_config
     from legibility.models import load_model
 
-    cfg = _cfg("embedded", tmp_path, per_device_train_batch_size=1, save_steps=1, eval_file=None,
+    cfg = _cfg("embedded", tmp_path, per_device_train_batch_size=1, trl={"save_steps": 1}, eval_file=None,
                max_length=128, learning_rate=1e-4)  # fmt: skip
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(dump_config(cfg))
@@ -267,7 +349,7 @@ def test_kill_and_resume_embedded(embedded_dir, tmp_path):
     assert ckpt is not None and int(ckpt.name.split("-")[1]) < uninterrupted_steps, "killed too late"
     assert not (out / "summary.json").exists()
 
-    run_training(cfg, out, resume=True)
+    train_from_config(cfg, out, resume=True)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["global_step"] == uninterrupted_steps
     assert summary["resumed_from"] == str(ckpt)

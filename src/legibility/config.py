@@ -1,6 +1,8 @@
 """One validated YAML file describes a whole experiment: data sources, pair building, training, Together backend.
 
-Every section forbids unknown keys, so a typo fails with the file and the field path instead of being ignored.
+Every section forbids unknown keys, so a typo fails with the file and the field path instead of being ignored;
+`train.trl:` and `train.lora:` pass any other DPOConfig / LoraConfig field through and are checked at load by building
+those objects (importing TRL and PEFT then, never at `import legibility.config`).
 Relative paths in the file (data, run_dir, train_file, chat_template, ...) resolve against the current working
 directory, not the config's folder: run commands from the repository root (as the shipped configs assume).
 `{name}` and `{run_dir}` in path strings are filled in from the config.
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from legibility.errors import LegibilityError
 
@@ -102,16 +104,68 @@ class PairsConfig(BaseModel):
     """Fail on the first trace whose transforms raise; by default it is counted (with its id) in stats.json."""
 
 
-# Loss names accepted by TRL 1.16's DPOTrainer (trl/trainer/dpo_config.py, `loss_type`).
+# Loss names TRL 1.16's DPOTrainer accepts (`DPOConfig.loss_type`). TRL checks them only at the first step, so a
+# misspelt one is caught here at load; tests/test_loss.py runs every name through TRL's own loss.
 TRL_LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
     "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 )  # fmt: skip
 REFERENCE_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
+# DPOConfig values this project chooses where TRL's default differs; a `train.trl:` key wins over each.
+TRL_DEFAULTS: dict[str, Any] = {
+    "logging_steps": 1,  # every step in metrics.jsonl (TRL: 10)
+    "logging_first_step": True,
+    "save_steps": 100,  # (transformers: 500); eval_steps defaults to save_steps
+    "eval_strategy": "steps",  # turned off when there are no validation pairs
+    "eval_on_start": True,  # step 0: the base model's own preference per transform is on record
+    "optim": "adamw_torch",  # (TRL: adamw_torch_fused) the optimizer the first runs used
+}
+
+# DPOConfig / LoraConfig fields the recipe fields set (both backends read those): refused under trl: / lora:, so one
+# value cannot be spelt two ways.
+_TRL_OWNED = {
+    **{k: f"set by train.{k} (a recipe field both backends read)" for k in (
+        "beta", "learning_rate", "lr_scheduler_type", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "num_train_epochs", "max_steps", "max_grad_norm", "weight_decay", "seed")},
+    "warmup_steps": "set by train.warmup_ratio (a recipe field both backends read)",
+    "max_length": "set by train.max_length (longer pairs are dropped, never truncated)",
+    "truncation_mode": "set by train.max_length (longer pairs are dropped, never truncated)",
+    "output_dir": "set by --out (default {run_dir}/train)",
+}  # fmt: skip
+_LORA_OWNED = {"r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
+               "target_modules": "lora_target_modules"}  # fmt: skip
+
+
+def _check_names(section: str, given: dict[str, Any], cls: type, owned: dict[str, str]) -> None:
+    import dataclasses
+    import difflib
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in given:
+        if key in owned:
+            raise LegibilityError(f"train.{section}.{key}: {owned[key]}")
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise LegibilityError(f"train.{section}.{key}: not a {cls.__name__} field{hint}")
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _culprit(section: str, given: dict[str, Any], e: Exception) -> str:
+    """`train.<section>.<key>` when the library's message names exactly one given key or value, else the section."""
+    msg = str(e)
+    hits = [k for k, v in given.items() if k in msg or (isinstance(v, str | int | float) and f"{v}" in msg.split())]
+    return f"train.{section}.{hits[0]}" if len(hits) == 1 else f"train.{section}"
+
 
 class TrainConfig(BaseModel):
-    """DPO + LoRA hyperparameters. Defaults are the reference run's; TRL/transformers names where they exist."""
+    """DPO + LoRA. The named fields are the reference (Together) recipe, which both backends read; `trl:` and `lora:`
+    pass any other DPOConfig / LoraConfig field to the local backend, checked against the installed TRL and PEFT
+    when the config is loaded (`check`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -124,34 +178,29 @@ class TrainConfig(BaseModel):
     normalize_by_length: bool = True
     """Divide each log ratio by its completion's token count (Together: `dpo_normalize_logratios_by_length`;
     TRL: loss_type "sigmoid_norm" instead of "sigmoid")."""
-    loss_type: list[str] | None = None
-    """Advanced: TRL `loss_type` list overriding the three fields above (e.g. ["ipo"]); names are checked."""
-    loss_weights: list[float] | None = None
-    """Weights for an explicit `loss_type` list (same length); None means 1.0 each."""
 
     # --- optimisation
     learning_rate: float = Field(default=5e-6, gt=0)
     lr_scheduler_type: str = "cosine"
     num_cycles: float = 0.5
-    """Cosine cycles (passed as lr_scheduler_kwargs.num_cycles; 0.5 = a half cosine down to 0)."""
+    """Cosine cycles (TRL: lr_scheduler_kwargs.num_cycles; 0.5 = a half cosine down to 0)."""
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
-    """Share of steps spent warming up (transformers 5 takes it as a float `warmup_steps` < 1)."""
+    """Share of steps spent warming up (TRL: `warmup_steps`, which transformers 5 reads as a ratio below 1)."""
     per_device_train_batch_size: int = Field(default=1, ge=1)
     gradient_accumulation_steps: int = Field(default=8, ge=1)
     """Effective batch = per_device_train_batch_size * gradient_accumulation_steps * processes (reference: 8)."""
-    per_device_eval_batch_size: int = Field(default=1, ge=1)
     num_train_epochs: float = Field(default=1.0, gt=0)
     max_steps: int = -1
     """Positive: stop after this many optimizer steps (overrides epochs)."""
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     seed: int = 42
-    optim: str = "adamw_torch"
+    """Also TRL's data_seed unless `trl.data_seed` is set."""
 
     # --- data
     max_length: int = Field(default=40960, ge=8)
-    """Tokens of prompt+completion. Longer pairs are truncated at the end (counted and reported); pairs whose
-    prompt alone reaches it are dropped (counted and reported)."""
+    """Tokens of prompt+completion, counted as TRL tokenizes. Longer pairs are dropped and counted (data_report.json),
+    never truncated, so no pair loses its final answer (the pairs stage already cuts CoTs to fit)."""
     packing: Literal[False] = False
     """No packing (reference). TRL's DPOTrainer does not pack; kept so the recipe is explicit."""
     train_file: str = "{run_dir}/pairs/train.jsonl"
@@ -160,55 +209,26 @@ class TrainConfig(BaseModel):
     chat_template: str | None = None
     """A .jinja file replacing the tokenizer's template, or the name of one shipped with TRL (e.g.
     "qwen3_training"); None keeps the model's own."""
-    eval_per_transform: bool = True
-    """Also evaluate each transform's subset (logged as eval_<transform>_rewards/accuracies, ...)."""
     max_eval_pairs: int | None = Field(default=None, ge=1)
-    """Evaluate on a seeded sample of this many validation pairs (quick runs); None uses all."""
+    """Evaluate on a seeded sample of this many validation pairs, spread evenly over the transforms (quick runs);
+    None uses all."""
 
     # --- LoRA
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: float = 16
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
-    lora_target_modules: list[str] = Field(default_factory=lambda: list(REFERENCE_TARGET_MODULES))
+    lora_target_modules: list[str] = Field(default_factory=lambda: list(REFERENCE_TARGET_MODULES), min_length=1)
 
-    # --- memory / speed
-    gradient_checkpointing: bool = True
-    """Recompute activations in the backward pass: needed for 40k-token sequences, slower on small inputs."""
-    precompute_ref_log_probs: bool = False
-    """Compute reference log-probs once before training (saves the reference forward at each step)."""
-    bf16: bool | None = None
-    """None: on when CUDA supports bf16, off otherwise (bf16 on CPU made a step >10x slower here)."""
-    attn_implementation: str | None = None
-    """E.g. "sdpa" or "flash_attention_2"; None lets transformers choose."""
-
-    # --- checkpoints, evaluation, logging
-    save_steps: float = Field(default=100, gt=0)
-    """Save an adapter checkpoint every N steps (a float < 1 is a share of total steps)."""
-    save_total_limit: int | None = None
-    eval_steps: float | None = None
-    """Evaluate every N steps; None uses save_steps."""
-    logging_steps: float = Field(default=1, gt=0)
-    report_to: list[Literal["none", "tensorboard", "wandb"]] = Field(default_factory=lambda: ["none"])
-    """Where metrics go besides {out}/metrics.jsonl and the console."""
-
-    @field_validator("report_to", mode="before")
-    @classmethod
-    def _one_to_list(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-    @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
-        if self.loss_type is not None:
-            unknown = [t for t in self.loss_type if t not in TRL_LOSS_TYPES]
-            if unknown or not self.loss_type:
-                raise ValueError(f"unknown loss type {unknown}; TRL 1.16 knows {list(TRL_LOSS_TYPES)}")
-            if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
-                raise ValueError("loss_weights must have one weight per loss_type")
-        elif self.loss_weights is not None:
-            raise ValueError("loss_weights needs an explicit loss_type")
-        if not self.lora_target_modules:
-            raise ValueError("lora_target_modules is empty")
-        return self
+    # --- everything else TRL and PEFT offer (local backend)
+    trl: dict[str, Any] = Field(default_factory=dict)
+    """Any other DPOConfig field, e.g. {precompute_ref_log_probs: true, report_to: tensorboard, padding_free: true,
+    model_init_kwargs: {attn_implementation: sdpa}}. Wins over TRL_DEFAULTS. `loss_type` (+ `loss_weights`) replaces
+    the loss the three loss fields map to (local only: Together refuses it). `model_init_kwargs` go to
+    `from_pretrained` (dtype default: bfloat16 with bf16, else float32). bf16 unset: on where CUDA supports it.
+    Fields the recipe sets are refused here."""
+    lora: dict[str, Any] = Field(default_factory=dict)
+    """Any other LoraConfig field, e.g. {use_rslora: true, bias: all}; bias "none", task_type "CAUSAL_LM" unless
+    set. r, lora_alpha, lora_dropout and target_modules are the lora_* fields above."""
 
     @property
     def effective_batch_size(self) -> int:
@@ -216,14 +236,104 @@ class TrainConfig(BaseModel):
         return self.per_device_train_batch_size * self.gradient_accumulation_steps
 
     def trl_loss(self) -> tuple[list[str], list[float]]:
-        """The reference names mapped onto TRL's multi-loss fields."""
-        if self.loss_type is not None:
-            return list(self.loss_type), list(self.loss_weights or [1.0] * len(self.loss_type))
+        """TRL's (loss_type, loss_weights): the reference names mapped, unless `trl.loss_type` replaces them."""
+        if "loss_type" in self.trl:
+            types = self.trl["loss_type"]
+            types = [types] if isinstance(types, str) else list(types)
+            weights = self.trl.get("loss_weights")
+            return types, [float(w) for w in weights] if weights is not None else [1.0] * len(types)
         types, weights = ["sigmoid_norm" if self.normalize_by_length else "sigmoid"], [1.0]
         if self.rpo_alpha > 0:
             types.append("sft")
             weights.append(self.rpo_alpha)
         return types, weights
+
+    def trl_kwargs(self) -> dict[str, Any]:
+        """DPOConfig keyword arguments but output_dir: the recipe in TRL's names, then TRL_DEFAULTS, then `trl:`."""
+        types, weights = self.trl_loss()
+        kw: dict[str, Any] = {
+            **TRL_DEFAULTS,
+            "beta": self.beta,
+            "loss_type": types,
+            "loss_weights": weights,
+            "learning_rate": self.learning_rate,
+            "lr_scheduler_type": self.lr_scheduler_type,
+            "warmup_steps": self.warmup_ratio,
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "per_device_eval_batch_size": self.per_device_train_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "num_train_epochs": self.num_train_epochs,
+            "max_steps": self.max_steps,
+            "max_grad_norm": self.max_grad_norm,
+            "weight_decay": self.weight_decay,
+            "seed": self.seed,
+            "data_seed": self.seed,
+            "max_length": None,  # the limit is enforced by dropping longer pairs first: the collator never truncates
+        }
+        if self.lr_scheduler_type.startswith("cosine"):
+            kw["lr_scheduler_kwargs"] = {"num_cycles": self.num_cycles}
+        if not {"activation_checkpointing", "gradient_checkpointing"} & set(self.trl):
+            kw["activation_checkpointing"] = True  # TRL's default, under transformers 5's name (no warning)
+        user = dict(self.trl)
+        if isinstance(user.get("lr_scheduler_kwargs"), dict):
+            user["lr_scheduler_kwargs"] = {**kw.get("lr_scheduler_kwargs", {}), **user["lr_scheduler_kwargs"]}
+        kw.update(user)
+        kw.setdefault("eval_steps", kw["save_steps"])
+        return kw
+
+    def lora_kwargs(self) -> dict[str, Any]:
+        """LoraConfig keyword arguments: the lora_* fields, then `lora:`."""
+        return {
+            "r": self.lora_r,
+            "lora_alpha": self.lora_alpha,
+            "lora_dropout": self.lora_dropout,
+            "target_modules": list(self.lora_target_modules),
+            "bias": "none",
+            "task_type": "CAUSAL_LM",
+            **self.lora,
+        }
+
+    def dpo_config(self, output_dir: str, **overrides: Any) -> Any:
+        """The real `trl.DPOConfig` (`overrides`: run-time values such as bf16). Errors name `train.trl.<field>`."""
+        import warnings
+
+        from trl import DPOConfig
+
+        _check_names("trl", self.trl, DPOConfig, _TRL_OWNED)
+        if "num_cycles" in (self.trl.get("lr_scheduler_kwargs") or {}):
+            raise LegibilityError("train.trl.lr_scheduler_kwargs.num_cycles: set by train.num_cycles")
+        if "loss_weights" in self.trl and "loss_type" not in self.trl:
+            raise LegibilityError("train.trl.loss_weights: needs train.trl.loss_type (the weights of those losses)")
+        types, weights = self.trl_loss()
+        unknown = [t for t in types if t not in TRL_LOSS_TYPES]
+        if unknown or not types:
+            raise LegibilityError(f"train.trl.loss_type: unknown {unknown}; TRL 1.16 knows {list(TRL_LOSS_TYPES)}")
+        if len(weights) != len(types):
+            raise LegibilityError("train.trl.loss_weights: one weight per loss_type")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # deprecation chatter; the run logs it once
+                return DPOConfig(output_dir=output_dir, **{**self.trl_kwargs(), **overrides})
+        except (TypeError, ValueError, KeyError) as e:
+            where = _culprit("trl", self.trl, e)
+            raise LegibilityError(f"{where}: DPOConfig refused it: {_first_line(e)}") from None
+
+    def lora_config(self) -> Any:
+        """The real `peft.LoraConfig`. Errors name `train.lora.<field>`."""
+        from peft import LoraConfig
+
+        _check_names("lora", self.lora, LoraConfig, {k: f"set by train.{v}" for k, v in _LORA_OWNED.items()})
+        try:
+            return LoraConfig(**self.lora_kwargs())
+        except (TypeError, ValueError, KeyError) as e:
+            where = _culprit("lora", self.lora, e)
+            raise LegibilityError(f"{where}: LoraConfig refused it: {_first_line(e)}") from None
+
+    def check(self) -> None:
+        """Build the real DPOConfig and LoraConfig once (imports TRL and PEFT). Precision flags are checked against
+        the GPU when training starts, not here, so a GPU config loads on a laptop (e.g. for the Together backend)."""
+        self.dpo_config("check", bf16=False, fp16=False, tf32=None)
+        self.lora_config()
 
 
 class TogetherConfig(BaseModel):
@@ -324,18 +434,32 @@ def _apply_override(data: dict, keys: list[str], value: Any, item: str, path: st
     node[keys[-1]] = value
 
 
+# train: fields of earlier versions that are DPOConfig options now, passed through `train.trl:`.
+_MOVED = {
+    **{k: f"set it as train.trl.{k} (any DPOConfig field goes under train.trl)" for k in (
+        "per_device_eval_batch_size", "optim", "precompute_ref_log_probs", "bf16", "save_steps", "save_total_limit",
+        "eval_steps", "logging_steps", "report_to", "loss_type", "loss_weights")},
+    "gradient_checkpointing": "set it as train.trl.activation_checkpointing (on by default)",
+    "attn_implementation": "set it as train.trl.model_init_kwargs.attn_implementation",
+    "eval_per_transform": "remove it: evaluation is always one pass, reported overall and per transform",
+}  # fmt: skip
+
+
 def _format_error(path: str | os.PathLike, err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown field (check the spelling; see the field list in legibility/config.py)"
+        if len(first["loc"]) == 2 and first["loc"][0] == "train" and first["loc"][1] in _MOVED:
+            msg = f"unknown field: {_MOVED[first['loc'][1]]}"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{path}: {loc}: {msg}{more}"
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read, override (`dotted.key=value`, value parsed as YAML) and validate; every error is one line."""
+    """Read, override (`dotted.key=value`, value parsed as YAML) and validate, the `train:` section against the
+    installed TRL and PEFT too; every error is one line."""
     p = Path(path)
     if not p.is_file():
         raise LegibilityError(f"{p}: no such config file")
@@ -349,9 +473,14 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         keys, value = _parse_override(item)
         _apply_override(data, keys, value, item, str(p))
     try:
-        return ExperimentConfig.model_validate(data)
+        cfg = ExperimentConfig.model_validate(data)
     except ValidationError as e:
         raise LegibilityError(_format_error(p, e)) from None
+    try:
+        cfg.train.check()
+    except LegibilityError as e:
+        raise LegibilityError(f"{p}: {e}") from None
+    return cfg
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

@@ -3,6 +3,9 @@
 problems -> traces (imported, re-graded) -> pairs (nine transforms, split, TRL + Together files) -> DPO + LoRA
 training -> the adapter loaded back with `PeftModel.from_pretrained`. Writes everything under runs/demo/.
 
+The demo starts from scratch each time, so it deletes its run folder first, but only a folder it made itself
+(marked with a `.legibility-demo` file): any other existing folder is refused, never deleted.
+
     python -m legibility.demo [CONFIG] [--set dotted.key=value ...]
 """
 
@@ -27,6 +30,7 @@ from legibility.stages import pairs_stage, problems_stage, traces_stage
 from legibility.tables import print_eval_table, print_pair_stats, print_trace_stats
 
 console = Console()
+MARKER = ".legibility-demo"
 
 
 def _args(argv: list[str]) -> tuple[str, list[str]]:
@@ -40,11 +44,27 @@ def _args(argv: list[str]) -> tuple[str, list[str]]:
     return config, sets
 
 
+def _fresh_run_dir(run_dir: Path) -> None:
+    """Empty `run_dir` so the demo shows every stage, deleting only a folder the demo made (its marker file)."""
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise LegibilityError(f"{run_dir}: exists and is not a folder; set another run_dir (--set run_dir=...)")
+        if any(run_dir.iterdir()):
+            if not (run_dir / MARKER).is_file():
+                raise LegibilityError(
+                    f"{run_dir}: exists and was not made by the demo (no {MARKER} file); the demo deletes its run "
+                    "folder to start from scratch, so it only replaces its own: move it, or set another run_dir "
+                    "(--set run_dir=...)"
+                )
+            shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / MARKER).write_text("made by python -m legibility.demo, which deletes this folder on its next run\n")
+
+
 def run(config: str = "configs/demo.yaml", overrides: list[str] | None = None) -> Path:
     cfg = load_config(config, overrides or [])
     run_dir = Path(cfg.run_dir)
-    if run_dir.exists():  # the demo always starts from scratch, so it shows every stage
-        shutil.rmtree(run_dir)
+    _fresh_run_dir(run_dir)
     t0 = time.perf_counter()
 
     console.print(Rule("1. problems"))
@@ -63,13 +83,17 @@ def run(config: str = "configs/demo.yaml", overrides: list[str] | None = None) -
     console.print(render_pair(example, train_pairs.index(example)))
 
     console.print(Rule("4. DPO + LoRA training (reference recipe, shrunk for a CPU)"))
-    from legibility.train import run_training
+    from legibility.train import train_from_config
 
-    out = run_training(cfg)
+    out = train_from_config(cfg, config_path=config)
     adapter = out / "adapter"
     summary = json.loads((out / "summary.json").read_text())
-    console.print(f"{summary['global_step']} steps, train loss {summary['train_metrics']['train_loss']:.4f}")
-    print_eval_table(summary.get("final_eval", {}), console)
+    step = summary["global_step"]
+    console.print(f"{step} steps, train loss {summary['train_metrics']['train_loss']:.4f}")
+    if summary.get("initial_eval"):
+        print_eval_table(summary["initial_eval"], console, "step 0: the base model's own preference")
+    if summary.get("final_eval"):
+        print_eval_table(summary["final_eval"], console, f"step {step}: after training")
 
     console.print(Rule("5. the adapter loads with PeftModel.from_pretrained"))
     from peft import PeftModel

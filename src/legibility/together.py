@@ -1,6 +1,7 @@
 """Together AI fine-tuning backend: the same recipe as `legibility.train`, run as a hosted DPO + LoRA job.
 
-Hyperparameters come from the `train:` section (one recipe, two backends); this section only holds what is
+Hyperparameters come from the recipe fields of the `train:` section (one recipe, two backends; its `trl:` and
+`lora:` pass-through options are local only, and listed as warnings); `together:` only holds what is
 Together-specific. The API key is read from the environment (TOGETHER_API_KEY) at submit time and is never
 written, logged or returned; a dry run needs neither a key nor the network.
 """
@@ -75,8 +76,10 @@ def _files(cfg: ExperimentConfig) -> tuple[Path, Path | None]:
 def build_request(cfg: ExperimentConfig, has_validation: bool) -> dict[str, Any]:
     """Keyword arguments for `Together().fine_tuning.create` (together SDK 2.x names), file ids as placeholders."""
     t, tc = cfg.train, cfg.together
-    if t.loss_type is not None:
-        raise LegibilityError("train.loss_type: Together supports only DPO (+ RPO, length normalization)")
+    for key in ("loss_type", "loss_weights"):
+        if key in t.trl:
+            raise LegibilityError(f"train.trl.{key}: Together trains only DPO (+ RPO, length normalization), "
+                                  "i.e. train.beta, train.rpo_alpha, train.normalize_by_length")  # fmt: skip
     return {
         "training_file": PLACEHOLDER_TRAIN_ID,
         "validation_file": PLACEHOLDER_VAL_ID if has_validation else "",
@@ -123,11 +126,17 @@ def submit(cfg: ExperimentConfig, dry_run: bool = False) -> dict[str, Any]:
         "request": request,
     }
     t = cfg.train
+    warnings = []
     if t.max_steps > 0 or t.num_train_epochs != round(t.num_train_epochs):
-        result["warnings"] = [
+        warnings.append(
             f"Together trains whole epochs: max_steps={t.max_steps}, epochs={t.num_train_epochs} "
             f"-> n_epochs={request['n_epochs']}"
-        ]
+        )
+    for section, options in (("trl", t.trl), ("lora", t.lora)):
+        if options:
+            warnings.append(f"train.{section} is for the local backend, not sent to Together: {sorted(options)}")
+    if warnings:
+        result["warnings"] = warnings
     if dry_run:
         return result
 

@@ -1,15 +1,20 @@
 """DPO + LoRA training with TRL's `DPOTrainer` and a PEFT `LoraConfig`, defaults = the reference (Together) recipe.
 
 The reference run's loss (DPO, beta 0.3, log ratios normalized by length, plus RPO's NLL term with alpha 0.5) is
-expressed in TRL 1.16 as a weighted multi-loss (verified in trl/trainer/dpo_trainer.py, `_compute_loss`):
+expressed in TRL 1.16 as a weighted multi-loss (checked numerically against plain torch in tests/test_loss.py):
 
     loss_type=["sigmoid_norm", "sft"], loss_weights=[1.0, rpo_alpha]
 
 - `sigmoid_norm`: -logsigmoid(beta * (chosen_logratio / n_chosen_tokens - rejected_logratio / n_rejected_tokens)),
   i.e. Together's `dpo_normalize_logratios_by_length=True`. (`sigmoid` is the unnormalized DPO loss.)
-- `sft`: mean per-token NLL of the chosen completion, i.e. RPO (`rpo_alpha`, which TRL no longer has as a field).
+- `sft`: NLL of the chosen completions per token, pooled over the micro-batch, i.e. RPO (`rpo_alpha`).
 
 The reference model is the base model with the LoRA adapters disabled (PEFT default; no second copy in memory).
+TRL's rewards/* metrics sum the log ratios; `LegibilityDPOTrainer` also logs the normalized ones the loss compares,
+and the model's own preference, overall and per transform, from step 0 on (see its docstring).
+
+Pairs longer than `train.max_length` (prompt+completion, as TRL tokenizes) are dropped and counted, never truncated:
+a truncated pair would lose its final answer.
 
 Multi-GPU: `accelerate launch --config_file configs/accelerate/ddp.yaml -m legibility.train CONFIG` (see
 configs/accelerate/ for DDP, FSDP and DeepSpeed ZeRO-3 examples). The effective batch is
@@ -18,6 +23,7 @@ per_device_train_batch_size * gradient_accumulation_steps * number of processes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -35,9 +41,12 @@ from legibility.errors import LegibilityError
 from legibility.records import Message, iter_jsonl, write_json
 
 if TYPE_CHECKING:
+    import torch
+
     from legibility.config import ExperimentConfig
 
 log = logging.getLogger("legibility.train")
+
 
 class TrainPair(BaseModel):
     """One line of the training file, TRL's conversational preference format plus our bookkeeping fields."""
@@ -84,38 +93,56 @@ def _msgs(messages: list[Message]) -> list[dict[str, str]]:
     return [m.model_dump() for m in messages]
 
 
-def length_report(pairs: list[TrainPair], tokenizer: Any, max_length: int) -> tuple[list[int], dict[str, Any]]:
-    """Token lengths as DPOTrainer computes them (chat template with / without the generation prompt).
+def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:
+    """Token ids as TRL's DPOTrainer makes them (trl.data_utils._tokenize for conversational input)."""
+    out = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
+    )
+    return list(out["input_ids"])
 
-    Returns the indices to keep and a report: pairs whose prompt alone reaches max_length are dropped (TRL would
-    drop them silently), pairs whose prompt+completion exceed it are kept and truncated by the collator.
+
+def length_report(pairs: list[TrainPair], tokenizer: Any, max_length: int) -> tuple[list[int], dict[str, Any]]:
+    """The pairs that fit, and a report of those that do not.
+
+    A pair's length is that of its longer side, prompt+completion tokenized with the chat template as DPOTrainer
+    does (the sequence TRL builds is exactly that long). Longer pairs are dropped, never truncated, so no pair loses
+    its final answer; drops are counted per transform, since a transform that lengthens one side is dropped more.
     """
-    keep, dropped, truncated, longest = [], [], 0, 0
+    keep, dropped, longest_kept, longest = [], [], 0, 0
     for i, p in enumerate(pairs):
-        n_prompt = len(_chat_ids(tokenizer, _msgs(p.prompt), add_generation_prompt=True))
-        if n_prompt >= max_length:
-            dropped.append(p.id)
-            continue
         n = max(len(_chat_ids(tokenizer, _msgs(p.prompt + c))) for c in (p.chosen, p.rejected))
         longest = max(longest, n)
-        truncated += n > max_length
+        if n > max_length:
+            dropped.append(p)
+            continue
+        longest_kept = max(longest_kept, n)
         keep.append(i)
     return keep, {
         "pairs": len(pairs),
         "kept": len(keep),
-        "dropped_prompt_too_long": len(dropped),
-        "dropped_ids": dropped[:20],
-        "truncated": truncated,
+        "dropped_too_long": len(dropped),
+        "dropped_by_transform": dict(sorted(Counter(p.transform for p in dropped).items())),
+        "dropped_ids": [p.id for p in dropped[:20]],
+        "longest_kept_tokens": longest_kept,
         "longest_tokens": longest,
         "max_length": max_length,
     }
 
 
-def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:
-    out = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
-    )
-    return list(out["input_ids"])
+def stratified_sample(indices: list[int], groups: list[str], n: int, seed: int) -> list[int]:
+    """`n` of `indices`, as even across groups (`groups[i]` is index i's transform) as they allow, seeded; sorted."""
+    rng = random.Random(seed)
+    by_group: dict[str, list[int]] = {}
+    for i in indices:
+        by_group.setdefault(groups[i], []).append(i)
+    queues = [rng.sample(v, len(v)) for _, v in sorted(by_group.items())]
+    out: list[int] = []
+    n = min(n, len(indices))
+    while len(out) < n:
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop())
+    return sorted(out)
 
 
 def _check_target_modules(model: Any, targets: list[str]) -> None:
@@ -169,27 +196,168 @@ def _metrics_callback(path: Path) -> Any:
     return MetricsLog()
 
 
-def _trainer_class() -> type:
+def _compact_console_logs(trainer: Any, transforms: list[str]) -> None:
+    """Print the overall metrics only: the per-transform ones (9 x 17 numbers an evaluation) go to metrics.jsonl."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    per_transform = tuple(f"eval_{t}_" for t in transforms)
+
+    for cls in (PrinterCallback, ProgressCallback):
+        if trainer.pop_callback(cls) is None:
+            continue
+
+        class Compact(cls):  # type: ignore[misc,valid-type]
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                logs = {k: v for k, v in (logs or {}).items() if not k.startswith(per_transform)}
+                return super().on_log(args, state, control, logs=logs, **kwargs)
+
+        trainer.add_callback(Compact())
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+# TRL logs these itself on training batches (as means of batch means); evaluation replaces them by exact means.
+_TRL_KEYS = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+             "logps/rejected"}  # fmt: skip
+
+
+def pair_metrics(rows: torch.Tensor, beta: float) -> dict[str, float]:
+    """Means over pairs. `rows`: one per pair, columns policy chosen/rejected summed log-probs, reference
+    chosen/rejected summed log-probs, chosen/rejected completion token counts (as `LegibilityDPOTrainer` records).
+
+    rewards/*: TRL's beta * (summed) log ratio; rewards_norm/*: beta * log ratio / tokens, what sigmoid_norm compares;
+    logps/*, logps_norm/*: the policy's own summed / per-token log-probs (its preference, reference-free).
+    accuracies: share of pairs where chosen > rejected (strict, as TRL: all rewards are 0 before training).
+    """
+    pc, pr, rc, rr, nc, nr = rows[:, :6].double().unbind(1)
+    out = {"pairs": float(len(rows))}
+    kinds = {
+        "rewards": (beta * (pc - rc), beta * (pr - rr)),
+        "rewards_norm": (beta * (pc - rc) / nc, beta * (pr - rr) / nr),
+        "logps": (pc, pr),
+        "logps_norm": (pc / nc, pr / nr),
+    }
+    for kind, (c, r) in kinds.items():
+        out[f"{kind}/chosen"] = c.mean().item()
+        out[f"{kind}/rejected"] = r.mean().item()
+        out[f"{kind}/accuracies"] = (c > r).double().mean().item()
+        out[f"{kind}/margins"] = (c - r).mean().item()
+    return out
+
+
+def grouped_metrics(rows: torch.Tensor, beta: float, transforms: list[str]) -> dict[str, float]:
+    """`pair_metrics` over all rows, and per transform (column 6 indexes `transforms`) as `<transform>_<key>`."""
+    out = pair_metrics(rows, beta)
+    ids = rows[:, 6].long()
+    for i, name in enumerate(transforms):
+        sel = rows[ids == i]
+        if len(sel):
+            out.update({f"{name}_{k}": v for k, v in pair_metrics(sel, beta).items()})
+    return out
+
+
+class _WithTransform:
+    """TRL's preference collator, plus each pair's `transform_id` (TRL's collator leaves unknown keys out)."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        batch = self.collator(examples)
+        if "transform_id" in examples[0]:
+            batch["transform_id"] = torch.tensor([ex["transform_id"] for ex in examples])
+        return batch
+
+
+@functools.cache
+def trainer_class() -> type:
+    """`LegibilityDPOTrainer`, built on first use so that importing this module does not import TRL."""
+    import torch
     from trl import DPOTrainer
 
     class LegibilityDPOTrainer(DPOTrainer):
-        """DPOTrainer whose per-split eval metrics keep their split name.
+        """DPOTrainer that also logs what the loss compares, and the model's own preference, overall and per transform.
 
-        With a dict eval_dataset, transformers prefixes its own keys (eval_<split>_loss) but TRL logs its reward
-        metrics as eval_rewards/... for every split; rename them eval_<split>_rewards/... before logging.
+        TRL's rewards/* are beta * log ratios summed over tokens, but sigmoid_norm compares them per token, so where a
+        transform changes the length (deletion, distractors, splices) the summed numbers mislead. For every pair the
+        policy's and the reference's summed log-probs and both token counts are read from the forward passes TRL's
+        loss already makes (a forward hook: no extra forward), and `pair_metrics` are logged beside TRL's:
+        rewards_norm/* (the objective's), logps/* and logps_norm/* (the policy's own preference: at step 0, with
+        `eval_on_start`, the base model's, while every reward is still 0). Evaluation is one pass; its pairs carry a
+        `transform_id` through the collator and the metrics are aggregated over exact per-pair values, overall
+        (eval_<metric>) and per transform (eval_<transform>_<metric>, with eval_<transform>_pairs).
+
+        The normalized metrics use plain summed log-probs (TRL's `ld_alpha` weighting is not applied to them).
         """
 
-        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            if not self.model.training:
-                split = next(
-                    (k[5:-5] for k in logs if k.startswith("eval_") and k.endswith("_loss") and k != "eval_loss"),
-                    None,
-                )
-                if split:
-                    m = self._metrics["eval"]
-                    for k in list(m):
-                        m[f"{split}_{k}"] = m.pop(k)
-            super().log(logs, start_time)
+        def __init__(self, *args: Any, transforms: list[str] | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.transforms = list(transforms or [])
+            self.data_collator = _WithTransform(self.data_collator)  # after __init__'s reference precompute
+            self._eval_rows: list[torch.Tensor] | None = None
+
+        def _set_signature_columns_if_needed(self) -> None:
+            super()._set_signature_columns_if_needed()  # else Trainer drops the column before the collator
+            if "transform_id" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "transform_id"]
+
+        def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
+            return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "transform_id"})
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:  # fmt: skip
+            transform_id = inputs.pop("transform_id", None)
+            calls: list[torch.Tensor] = []
+
+            def keep(_module: Any, _args: Any, output: Any) -> None:
+                if getattr(output, "log_probs", None) is not None:  # the fused LM head's per-token log-probs
+                    calls.append(output.log_probs.detach())
+
+            modules = [self.model] + ([self.ref_model] if self.ref_model is not None else [])
+            hooks = [self.accelerator.unwrap_model(m).register_forward_hook(keep) for m in modules]
+            try:
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                for h in hooks:
+                    h.remove()
+            self._record(inputs, calls, transform_id)
+            return result
+
+        def _record(self, inputs: dict[str, Any], calls: list[torch.Tensor], transform_id: Any) -> None:
+            """TRL's `_compute_loss` runs the policy, then the reference unless its log-probs were precomputed."""
+            if len(calls) < (1 if self.precompute_ref_logps else 2):
+                return  # a model whose forward we cannot read: TRL's own metrics only
+            mask = inputs["completion_mask"]
+            seq_len = mask.size(1) - 1
+            logps = calls[0][:, -seq_len:].float().sum(1)
+            if self.precompute_ref_logps:
+                ref = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(logps)
+            else:
+                ref = calls[1][:, -seq_len:].float().sum(1)
+            n = mask.sum(1).clamp(min=1).to(logps)  # as sigmoid_norm counts completion tokens
+            b = logps.size(0) // 2  # the batch is [chosen..., rejected...]
+            tid = transform_id.to(logps) if transform_id is not None else torch.full_like(logps[:b], -1)
+            rows = torch.stack([logps[:b], logps[b:], ref[:b], ref[b:], n[:b], n[b:], tid], dim=1)
+            if self.model.training:
+                for k, v in pair_metrics(self.accelerator.gather(rows), self.beta).items():
+                    if k not in _TRL_KEYS and k != "pairs":
+                        self._metrics["train"][k].append(v)
+            elif self._eval_rows is not None:
+                self._eval_rows.append(self.accelerator.gather_for_metrics(rows).cpu())
+
+        def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+            self._eval_rows = []
+            try:
+                output = super().evaluation_loop(*args, **kwargs)
+                rows = torch.cat(self._eval_rows) if self._eval_rows else None
+            finally:
+                self._eval_rows = None
+            if rows is not None:  # exact per-pair means replace TRL's means of batch means; `log` adds eval_
+                metrics = grouped_metrics(rows, self.beta, self.transforms)
+                self._metrics["eval"].update({k: [v] for k, v in metrics.items()})
+            return output
 
     return LegibilityDPOTrainer
 
@@ -197,157 +365,156 @@ def _trainer_class() -> type:
 # ----------------------------------------------------------------------------------------------- training
 
 
-def run_training(cfg: ExperimentConfig, out: str | Path | None = None, resume: bool = False) -> Path:
-    """Train LoRA adapters with DPO; returns `out` (checkpoints, adapter/, metrics.jsonl, summary.json).
+def _dataset(path: Path, keep: list[int], pairs: list[TrainPair], transforms: list[str]) -> Any:
+    """The kept pairs in TRL's conversational format, with each pair's transform as an index into `transforms`."""
+    from datasets import load_dataset
 
-    `resume=True` continues from the newest complete checkpoint in `out` (optimizer, scheduler, RNG and data
-    order restored by the Trainer), so an interrupted run ends at the same step as an uninterrupted one.
+    ds = load_dataset("json", data_files=str(path), split="train").select(keep)
+    ds = ds.add_column("transform_id", [transforms.index(pairs[i].transform) for i in keep])
+    return ds.select_columns(["prompt", "chosen", "rejected", "transform_id"])
+
+
+def _eval_entry(history: list[dict[str, Any]], step: int) -> dict[str, Any]:
+    """The eval_* metrics logged at `step` (merged, in case transformers logged them in parts)."""
+    out: dict[str, Any] = {}
+    for h in history:
+        if h.get("step") == step:
+            out.update({k: v for k, v in h.items() if k.startswith("eval_")})
+    return out
+
+
+def run_training(
+    train: TrainConfig,
+    model: str,
+    out: str | Path,
+    train_file: str | Path,
+    eval_file: str | Path | None = None,
+    *,
+    resume: bool = False,
+    experiment: ExperimentConfig | None = None,
+) -> Path:
+    """Train LoRA adapters on `model` with DPO; returns `out` (checkpoints, adapter/, metrics.jsonl, summary.json).
+
+    `train` is the config's `train:` section; the files are resolved paths (`train_from_config` resolves a whole
+    experiment's). `resume=True` continues from the newest complete checkpoint in `out` (optimizer, scheduler, RNG
+    and data order restored by the Trainer), so an interrupted run ends at the same step as an uninterrupted one.
+    `experiment`, when given, is recorded beside the run (config.yaml) and as the summary's resolved config
+    (provenance: git commit, package versions, train/eval file hashes, seed; `train` alone otherwise).
     """
     import torch
-    from datasets import load_dataset
-    from peft import LoraConfig
-    from trl import DPOConfig
 
     from legibility.config import dump_config
     from legibility.models import load_model, load_tokenizer, resolve_model
+    from legibility.provenance import provenance
 
-    t = cfg.train
-    out = Path(out) if out is not None else cfg.path("{run_dir}/train")
+    t = train
+    out = Path(out)
+    train_path = Path(train_file)
+    eval_path = Path(eval_file) if eval_file is not None else None
+    for p in (train_path, eval_path):
+        if p is not None and not p.is_file():
+            raise LegibilityError(f"{p}: no such file (build the pairs first: legibility pairs build)")
+    t.check()  # a bad TRL or PEFT option fails here, before anything is loaded or written
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = last_checkpoint(out)
     if checkpoint is not None and not resume:
         raise LegibilityError(f"{out}: has checkpoints from an earlier run; pass --resume or another --out")
     if resume and checkpoint is None:
         log.warning("%s: no checkpoint to resume from; starting from scratch", out)
-    if not resume:
+    if checkpoint is None:
         (out / "metrics.jsonl").unlink(missing_ok=True)
 
-    # Data: validate before loading anything heavy.
-    train_path = cfg.path(t.train_file)
+    # Data: validate and measure before loading the model.
     train_pairs = read_pairs(train_path)
-    eval_path = cfg.path(t.eval_file) if t.eval_file else None
-    if eval_path is not None and not eval_path.is_file():
-        if t.eval_file != TrainConfig.model_fields["eval_file"].default:
-            raise LegibilityError(f"train.eval_file: {eval_path}: no such file")
-        log.warning("%s: not found; training without evaluation", eval_path)
-        eval_path = None
     eval_pairs = read_pairs(eval_path) if eval_path else []
-
-    model_dir = resolve_model(cfg.model)
+    model_dir = resolve_model(model)
     tokenizer = load_tokenizer(model_dir, resolve_chat_template(t.chat_template))
     keep, report = length_report(train_pairs, tokenizer, t.max_length)
     eval_keep, eval_report = length_report(eval_pairs, tokenizer, t.max_length) if eval_pairs else ([], {})
     if t.max_eval_pairs is not None and len(eval_keep) > t.max_eval_pairs:
-        eval_keep = sorted(random.Random(t.seed).sample(eval_keep, t.max_eval_pairs))
+        eval_keep = stratified_sample(eval_keep, [p.transform for p in eval_pairs], t.max_eval_pairs, t.seed)
         eval_report["evaluated"] = len(eval_keep)
     for name, r in (("train", report), ("eval", eval_report)):
-        if r and (r["dropped_prompt_too_long"] or r["truncated"]):
-            log.warning(
-                "%s: %d of %d pairs dropped (prompt alone >= max_length %d), %d truncated to max_length",
-                name, r["dropped_prompt_too_long"], r["pairs"], t.max_length, r["truncated"],
-            )  # fmt: skip
+        if r and r["dropped_too_long"]:
+            log.warning("%s: %d of %d pairs dropped, longer than max_length %d tokens (by transform: %s)",
+                        name, r["dropped_too_long"], r["pairs"], t.max_length, r["dropped_by_transform"])  # fmt: skip
     if not keep:
-        raise LegibilityError(f"{train_path}: every pair's prompt is longer than train.max_length={t.max_length}")
+        raise LegibilityError(
+            f"{train_path}: every pair is longer than train.max_length={t.max_length} tokens (the longest "
+            f"{report['longest_tokens']}); raise it, or build the pairs with pairs.max_length <= it"
+        )
+    if eval_pairs and not eval_keep:
+        log.warning("%s: no validation pair fits max_length %d; training without evaluation", eval_path, t.max_length)
+    transforms = sorted({p.transform for p in train_pairs + eval_pairs})
+    train_ds = _dataset(train_path, keep, train_pairs, transforms)
+    eval_ds = _dataset(eval_path, eval_keep, eval_pairs, transforms) if eval_path and eval_keep else None
 
-    columns = ["prompt", "chosen", "rejected", "transform"]
-    train_ds = load_dataset("json", data_files=str(train_path), split="train").select(keep).select_columns(columns)
-    eval_ds: Any = None
-    if eval_path and eval_keep:
-        full = load_dataset("json", data_files=str(eval_path), split="train").select(eval_keep)
-        full = full.select_columns(columns)
-        eval_ds = {"all": full}
-        if t.eval_per_transform:
-            for tr in sorted(Counter(full["transform"])):
-                eval_ds[tr] = full.filter(lambda ex, tr=tr: ex["transform"] == tr)
-
+    # Run-time values, each only where `train.trl` does not set it.
     cuda = torch.cuda.is_available()
-    bf16 = t.bf16 if t.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
-    model_kwargs = {"attn_implementation": t.attn_implementation} if t.attn_implementation else {}
-    model = load_model(model_dir, dtype=torch.bfloat16 if bf16 else torch.float32, **model_kwargs)
-    _check_target_modules(model, t.lora_target_modules)
+    runtime: dict[str, Any] = {}
+    if not {"bf16", "fp16"} & set(t.trl):
+        runtime["bf16"] = bool(cuda and torch.cuda.is_bf16_supported())  # bf16 on CPU made a step >10x slower
+    if "dataloader_pin_memory" not in t.trl:
+        runtime["dataloader_pin_memory"] = cuda
+    if "disable_tqdm" not in t.trl:
+        runtime["disable_tqdm"] = not sys.stderr.isatty()
+    if eval_ds is None:
+        runtime.update(eval_strategy="no", eval_on_start=False)
+    elif checkpoint is not None and resume:
+        runtime["eval_on_start"] = False  # step 0 is on record from the first run
+    args = t.dpo_config(str(out), **runtime)
+    peft_config = t.lora_config()
+    # TRL reads model_init_kwargs only when it loads the model itself; we load it (the embedded model, the target
+    # module check), with the same meaning.
+    init_kwargs = dict(args.model_init_kwargs or {})
+    args.model_init_kwargs = None
+    init_kwargs.setdefault("dtype", torch.bfloat16 if args.bf16 else torch.float32)
+    policy = load_model(model_dir, **init_kwargs)
+    _check_target_modules(policy, t.lora_target_modules)
 
-    loss_type, loss_weights = t.trl_loss()
-    eval_steps = t.eval_steps if t.eval_steps is not None else t.save_steps
-    args = DPOConfig(
-        output_dir=str(out),
-        beta=t.beta,
-        loss_type=loss_type,
-        loss_weights=loss_weights,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler_type,
-        lr_scheduler_kwargs={"num_cycles": t.num_cycles} if t.lr_scheduler_type.startswith("cosine") else {},
-        warmup_steps=t.warmup_ratio,  # float < 1 = ratio of total steps (transformers 5)
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        num_train_epochs=t.num_train_epochs,
-        max_steps=t.max_steps,
-        max_grad_norm=t.max_grad_norm,
-        weight_decay=t.weight_decay,
-        optim=t.optim,
-        seed=t.seed,
-        data_seed=t.seed,
-        max_length=t.max_length,
-        truncation_mode="keep_start",
-        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
-        precompute_ref_log_probs=t.precompute_ref_log_probs,
-        bf16=bf16,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        eval_strategy="steps" if eval_ds else "no",
-        eval_steps=eval_steps if eval_ds else None,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        report_to=[r for r in t.report_to if r != "none"] or "none",
-        disable_tqdm=not sys.stderr.isatty(),
-        dataloader_pin_memory=cuda,
-    )
-    peft_config = LoraConfig(
-        r=t.lora_r,
-        lora_alpha=t.lora_alpha,
-        lora_dropout=t.lora_dropout,
-        target_modules=list(t.lora_target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    trainer = _trainer_class()(
-        model=model,
+    trainer = trainer_class()(
+        model=policy,
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[_metrics_callback(out / "metrics.jsonl")],
+        transforms=transforms,
     )
+    _compact_console_logs(trainer, transforms)
     if trainer.is_world_process_zero():
-        (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        if experiment is not None:
+            (out / "config.yaml").write_text(dump_config(experiment), encoding="utf-8")
         write_json(out / "data_report.json", {"train": report, "eval": eval_report})
 
     started = time.time()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if resume and checkpoint else None)
-    final_eval: dict[str, float] = {}
     step = trainer.state.global_step
-    if eval_ds:
-        # transformers evaluates at the last step itself; evaluate only if it did not
-        for h in trainer.state.log_history:
-            if h.get("step") == step and any(k.startswith("eval_") for k in h):
-                final_eval.update({k: v for k, v in h.items() if k.startswith("eval_")})
-        if not final_eval:
-            final_eval = trainer.evaluate()
+    history = trainer.state.log_history
+    initial_eval = _eval_entry(history, 0) if eval_ds is not None else {}
+    final_eval = _eval_entry(history, step) if eval_ds is not None and step > 0 else {}
+    if eval_ds is not None and not final_eval:  # transformers evaluates at the last step only on an eval_steps mark
+        final_eval = trainer.evaluate()
     trainer.save_model(str(out / "adapter"))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(out / "adapter")
+        loss_type, loss_weights = t.trl_loss()
         write_json(
             out / "summary.json",
             {
                 "global_step": step,
                 "train_metrics": result.metrics,
+                "initial_eval": initial_eval,
                 "final_eval": final_eval,
                 "loss_type": loss_type,
                 "loss_weights": loss_weights,
                 "effective_batch_size": t.effective_batch_size * trainer.args.world_size,
+                "transforms": transforms,
                 "data": {"train": report, "eval": eval_report},
+                "trl_args": {**t.trl_kwargs(), **runtime},
+                "lora_args": t.lora_kwargs(),
+                "provenance": provenance(experiment or t, [p for p in (train_path, eval_path) if p], t.seed),
                 "adapter": str(out / "adapter"),
                 "resumed_from": str(checkpoint) if resume and checkpoint else None,
                 "seconds": round(time.time() - started, 1),
@@ -355,6 +522,40 @@ def run_training(cfg: ExperimentConfig, out: str | Path | None = None, resume: b
         )
     log.info("trained %d steps; adapter in %s", step, out / "adapter")
     return out
+
+
+def _no_pairs(cfg: ExperimentConfig, path: Path, config_path: str | os.PathLike | None) -> str:
+    config = config_path or "CONFIG"
+    traces = Path(cfg.run_dir) / "traces.jsonl"
+    build = f"legibility pairs build {traces} --out {path.parent} --config {config}"
+    if traces.is_file():
+        return f"{path}: no such file; build the pairs first: {build}"
+    return (f"{path}: no such file; build the traces ({traces}, legibility traces import) and then the pairs "
+            f"({build}), or run every stage on a fresh run_dir with: python -m legibility.demo {config}")  # fmt: skip
+
+
+def train_from_config(
+    cfg: ExperimentConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    config_path: str | os.PathLike | None = None,
+) -> Path:
+    """`run_training` on an experiment: its `train:` section, model and files (`{run_dir}/train` by default).
+
+    A missing train file is one error naming the command that builds it (`config_path` fills it in).
+    """
+    t = cfg.train
+    train_path = cfg.path(t.train_file)
+    if not train_path.is_file():
+        raise LegibilityError(_no_pairs(cfg, train_path, config_path))
+    eval_path = cfg.path(t.eval_file) if t.eval_file else None
+    if eval_path is not None and not eval_path.is_file():
+        if t.eval_file != TrainConfig.model_fields["eval_file"].default:
+            raise LegibilityError(f"train.eval_file: {eval_path}: no such file")
+        log.warning("%s: not found; training without evaluation", eval_path)
+        eval_path = None
+    out = Path(out) if out is not None else cfg.path("{run_dir}/train")
+    return run_training(t, cfg.model, out, train_path, eval_path, resume=resume, experiment=cfg)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -372,7 +573,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        run_training(load_config(a.config, a.overrides), a.out, a.resume)
+        train_from_config(load_config(a.config, a.overrides), a.out, a.resume, config_path=a.config)
     except LegibilityError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
