@@ -1,0 +1,119 @@
+"""Protocol v3 filters and labels on crafted items, including the reference's C2-equals-C4 bug."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from legibility.evaluate.taxonomy import (
+    FILTERS,
+    ItemOutcome,
+    Label,
+    ReaderOutcome,
+    classify,
+    label_item,
+    majority,
+    reader_uplift,
+)
+
+
+def reader(name: str, c1: bool | None, c2: bool | None, c4: bool | None, **kw) -> ReaderOutcome:
+    return ReaderOutcome(name, c1, c2, c4, **kw)
+
+
+def item(item_id: str, readers, generator_correct=True, leak=False) -> ItemOutcome:
+    return ItemOutcome(item_id, generator_correct, leak, tuple(readers))
+
+
+# three reasoning readers: all solve C1, none knows the answer without a CoT (C4), C2 as given
+def plain(item_id: str, c2: tuple[bool, bool, bool], **kw) -> ItemOutcome:
+    return item(item_id, [reader(f"r{k}", True, ok, False) for k, ok in enumerate(c2)], **kw)
+
+
+def test_strict_majority():
+    assert majority(2, 3) and not majority(1, 2) and not majority(2, 4) and not majority(0, 0)
+
+
+def test_labels_on_items_that_pass_every_filter():
+    assert label_item(plain("leg", (True, True, False))).label is Label.REASONING_LEGIBLE
+    assert label_item(plain("ill", (True, False, False))).label is Label.ILLEGIBLE
+    leaked = label_item(plain("leak", (True, True, True), leak=True))
+    assert leaked.label is Label.ANSWER_LEAKED  # the leak decides before C2 does
+
+
+def test_filters_in_order_with_sequential_and_standalone_counts():
+    items = [
+        plain("wrong", (True, True, True), generator_correct=False),
+        item("hard", [reader(f"r{k}", k == 0, True, False) for k in range(3)]),  # 2 of 3 fail C1
+        item("easy", [reader(f"r{k}", True, True, k < 2) for k in range(3)]),  # 2 of 3 pass C4
+        # wrong generator AND too easy: counted under generator_wrong, but in both standalone counts
+        item("both", [reader(f"r{k}", True, True, True) for k in range(3)], generator_correct=False),
+        item("nobody", [reader("r0", True, None, False)]),
+        plain("leg", (True, True, False)),
+        plain("ill", (False, False, True)),
+        plain("leak", (False, False, False), leak=True),
+    ]
+    r = classify(items)
+    assert tuple(r.filter_counts) == FILTERS
+    assert r.filter_counts == {"no_readers": 1, "generator_wrong": 2, "too_hard": 1, "too_easy": 1}
+    assert r.filter_alone == {"no_readers": 1, "generator_wrong": 2, "too_hard": 1, "too_easy": 2}
+    assert r.label_counts == {"ANSWER_LEAKED": 1, "REASONING_LEGIBLE": 1, "ILLEGIBLE": 1}
+    assert (r.n_items, r.n_labelled) == (8, 3)
+    by_id = {x.item_id: x for x in r.items}
+    assert by_id["both"].filtered_by == "generator_wrong"
+    assert by_id["both"].filters_hit == ("generator_wrong", "too_easy")
+    assert by_id["hard"].label is None and by_id["hard"].votes.c1 == (1, 3)
+    assert r.rates()["REASONING_LEGIBLE"] == pytest.approx(1 / 3)
+
+
+def test_ties_are_not_a_majority():
+    # 4 readers: 2 fail C1 (not too hard), 2 pass C4 (not too easy), 2 pass C2 (not legible)
+    rs = [reader("a", True, True, True), reader("b", True, True, True)]
+    rs += [reader("c", False, False, False), reader("d", False, False, False)]
+    lab = label_item(item("tie", rs))
+    assert lab.filtered_by is None
+    assert lab.label is Label.ILLEGIBLE
+
+
+def test_reference_bug_c2_equal_to_c4_answer_counts_as_pass():
+    # r0 already knew (C4 "B" right) and answers "B" again in C2: the reference counted it as failing C2,
+    # so only r1 of 3 passed and the item became ILLEGIBLE. It is a pass: 2 of 3 -> REASONING_LEGIBLE.
+    rs = [
+        reader("r0", True, True, True, c2_answer="B", c4_answer="B"),
+        reader("r1", True, True, False, c2_answer="B", c4_answer="C"),
+        reader("r2", True, False, False, c2_answer="D", c4_answer="C"),
+    ]
+    r = classify([item("known", rs)])
+    assert r.items[0].filtered_by is None  # 1 of 3 pass C4: not too easy
+    assert r.items[0].label is Label.REASONING_LEGIBLE
+    assert r.uplift["r0"].c2_right_same_as_c4 == 1
+
+
+def test_leak_detector_readers_never_vote():
+    rs = [reader("r0", True, True, False), reader("r1", True, False, False)]
+    rs += [reader(f"judge{k}", False, True, True, role="leak_detector") for k in range(5)]
+    lab = label_item(item("x", rs))
+    assert lab.votes.c1 == (2, 2) and lab.votes.c4 == (0, 2)
+    assert lab.label is Label.ILLEGIBLE  # 1 of 2 pass C2
+
+
+def test_missing_conditions_leave_the_denominator():
+    rs = [reader("r0", None, True, None), reader("r1", True, True, None), reader("r2", False, False, False)]
+    lab = label_item(item("x", rs))
+    assert (lab.votes.c1, lab.votes.c2, lab.votes.c4) == ((1, 2), (2, 3), (0, 1))
+    assert lab.label is Label.REASONING_LEGIBLE  # C1: 1 of 2 fail is a tie, not too hard
+
+
+def test_reader_uplift_by_hand():
+    # reader "a" on 4 items: (C2, C4) = (1,1), (1,0), (1,0), (0,0)
+    # P(C2) = 3/4, P(C4) = 1/4, uplift 1/2; P(C2 | C4 right) = 1/1, P(C2 | C4 wrong) = 2/3
+    pairs = [(True, True), (True, False), (True, False), (False, False)]
+    items = [item(f"i{k}", [reader("a", True, c2, c4)]) for k, (c2, c4) in enumerate(pairs)]
+    items.append(item("i9", [reader("a", True, True, None)]))  # no C4 verdict: left out
+    u = reader_uplift(items)["a"]
+    assert (u.n, u.p_c2, u.p_c4, u.uplift) == (4, 0.75, 0.25, 0.5)
+    assert u.p_c2_given_c4_right == 1.0
+    assert u.p_c2_given_c4_wrong == pytest.approx(2 / 3)
+    lone = reader_uplift([item("j", [reader("b", True, False, False)])])["b"]
+    assert math.isnan(lone.p_c2_given_c4_right)
