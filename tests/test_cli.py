@@ -98,8 +98,32 @@ def test_pairs_build_and_show(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     for name in ("train.jsonl", "val.jsonl", "together_train.jsonl", "together_val.jsonl", "stats.json"):
         assert (tmp_path / "pairs" / name).is_file()
-    r = cli("pairs", "show", str(tmp_path / "pairs/train.jsonl"), "--index", "3")
+    r = cli("pairs", "show", str(tmp_path / "pairs/train.jsonl"), "--index", "2")
     assert r.returncode == 0, r.stderr
     assert "transform donor_splice_25" in r.stdout and "CoT, corrupted order" in r.stdout
     r = cli("pairs", "show", str(tmp_path / "pairs/train.jsonl"), "--index", "100000")
     assert r.returncode == 2 and "out of range" in r.stderr
+
+
+def test_levels_all_and_stated_default(tmp_path: Path) -> None:
+    """`--levels all` once ended in a traceback, and `benchmarks load --help` stated the wrong default."""
+    out = tmp_path / "p.jsonl"
+    r = cli("benchmarks", "load", "math", str(MATH500), "--levels", "all", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "500 math problems" in r.stdout
+    r = cli("benchmarks", "load", "math", str(MATH500), "--out", str(out))
+    assert "367 math problems" in r.stdout  # the default is levels 3-5, as the help says
+    help_text = " ".join(cli("benchmarks", "load", "--help").stdout.split())
+    assert "default all" not in help_text and "3,4,5" in help_text
+    r = cli("benchmarks", "load", "math", str(MATH500), "--levels", "3,x", "--out", str(out))
+    assert r.returncode == 2 and "--levels" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_errors_are_one_line_on_a_narrow_terminal(tmp_path: Path) -> None:
+    env_cols = {"COLUMNS": "40"}
+    r = subprocess.run(
+        [sys.executable, "-m", "legibility", "benchmarks", "load", "math", str(MATH500), "--levels", "9",
+         "--out", str(tmp_path / "p.jsonl")],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env_cols},
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr

@@ -28,10 +28,10 @@ app.add_typer(pairs_app, name="pairs")
 app.add_typer(benchmarks_app, name="benchmarks")
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # errors stay one line, however narrow the terminal
 _state = {"debug": False}
 
-Levels = Annotated[str | None, typer.Option(help="MATH levels, comma-separated (e.g. 3,4,5); default all.")]
+Levels = Annotated[str | None, typer.Option(help="MATH levels 1-5, comma-separated (e.g. 3,4,5), or 'all'.")]
 Subtasks = Annotated[
     str | None,
     typer.Option(help="BBH subtasks, comma-separated, or 'all'; default the six multiple-choice ones."),
@@ -53,6 +53,19 @@ def _main(debug: Annotated[bool, typer.Option(help="Show Python tracebacks on er
     )
 
 
+def parse_levels(levels: str | None) -> list[int] | None:
+    """`--levels`: "3,4,5" -> [3, 4, 5]; "all" or nothing -> None (every level)."""
+    if levels is None or levels.strip().lower() in ("", "all"):
+        return None
+    try:
+        out = [int(x) for x in levels.split(",")]
+    except ValueError:
+        raise LegibilityError(f"--levels {levels!r}: expected levels 1-5, comma-separated (3,4,5), or 'all'") from None
+    if not all(1 <= x <= 5 for x in out):
+        raise LegibilityError(f"--levels {levels!r}: MATH levels are 1 to 5")
+    return out
+
+
 def _load_problems(benchmark: str, path: str, levels: str | None, subtasks: str | None, seed: int) -> list[Any]:
     """Problems from a benchmark file, or from a problems JSONL written by `benchmarks load`."""
     from legibility import benchmarks
@@ -70,7 +83,7 @@ def _load_problems(benchmark: str, path: str, levels: str | None, subtasks: str 
             return [q for q in read_jsonl(p, Problem) if q.benchmark == benchmark]
     options: dict[str, Any] = {"seed": seed}
     if benchmark == "math":
-        options["levels"] = [int(x) for x in levels.split(",")] if levels else None
+        options["levels"] = parse_levels(levels)
     if benchmark == "bbh" and subtasks:
         options["subtasks"] = "all" if subtasks == "all" else subtasks.split(",")
     return benchmarks.load(benchmark, path, **options)
@@ -114,10 +127,22 @@ def traces_import(
     subtasks: Subtasks = "all",
     seed: Annotated[int, typer.Option(help="Seed used for the benchmark's choice order.")] = 42,
     allow_unmatched: Annotated[bool, typer.Option(help="Skip (and count) traces matching no problem.")] = False,
+    choice_order: Annotated[
+        str | None,
+        typer.Option(
+            help="'ours': the traces saw our option order (same --seed). Needed for multiple-choice traces "
+            "joined by bare question text (not by id or our rendered prompt)."
+        ),
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first grading error (default: keep it ungraded).")] = False,
 ) -> None:
-    """Import traces produced elsewhere: join each to its problem and re-grade it against gold."""
+    """Import traces produced elsewhere: join each to its problem and re-grade it against gold (strict and
+    flexible verdicts)."""
     from legibility.records import write_jsonl
-    from legibility.traces import import_traces
+    from legibility.traces import grade_report, import_traces
+
+    if choice_order not in (None, "ours"):
+        raise LegibilityError(f"--choice-order {choice_order!r}: the only order that can be stated is 'ours'")
 
     mapping = {}
     for item in field or []:
@@ -132,12 +157,20 @@ def traces_import(
         generator=generator,
         benchmark=benchmark,
         allow_unmatched=allow_unmatched,
+        assume_choice_order=choice_order == "ours",
+        strict=strict,
         progress=True,
         **mapping,
     )
     write_jsonl(out, traces)
     console.print(f"{len(traces)} traces -> {out}")
     print_trace_stats(traces, console)
+    r = grade_report(traces)
+    console.print(
+        f"correct: {r['correct']} flexible, {r['correct_strict']} strict ({r['flexible_only']} only by a fallback "
+        f"answer form); {r['no_answer']} without an answer, {r['undecided']} undecided, {r['errors']} grading errors",
+        markup=False,
+    )
 
 
 @traces_app.command("stats")
@@ -165,11 +198,15 @@ def grade_cmd(
     if not match:
         raise LegibilityError(f"{problems}: no problem with id {id!r} (ids look like {probs[0].id!r})")
     g = grade(match[0], text)
-    console.print(f"problem   {match[0].id}")
-    console.print(f"gold      {match[0].answer}")
-    console.print(f"extracted {g.answer}")
-    console.print(f"method    {g.method}")
-    console.print(f"correct   {g.correct}" + (f"  ({g.reason})" if getattr(g, "reason", None) else ""))
+    console.print(f"problem   {match[0].id}", markup=False)
+    console.print(f"gold      {match[0].answer}", markup=False)
+    console.print(f"extracted {g.answer}" + (f"  (by {g.rule})" if g.rule else ""), markup=False)
+    console.print(f"method    {g.method}", markup=False)
+    console.print(f"correct   {g.correct}" + (f"  ({g.reason})" if g.reason else ""), markup=False)
+    console.print(f"strict    {g.strict}" + ("" if g.strict_answer is not None else "  (no explicit final answer)"),
+                  markup=False)  # fmt: skip
+    if g.undecided:
+        console.print("undecided True  (not graded: see the reason)", markup=False)
 
 
 @pairs_app.command("build")
@@ -179,10 +216,14 @@ def pairs_build(
     config: Annotated[Path | None, typer.Option(help="Experiment config; its `pairs` section is used.")] = None,
     direction: Annotated[str | None, typer.Option(help="legible (original preferred) or illegible.")] = None,
     tokenizer: Annotated[
-        str | None, typer.Option(help="Tokenizer for length stats: local path or 'embedded'; 'none' skips.")
+        str | None,
+        typer.Option(help="Tokenizer for lengths and long pairs: local path or 'embedded'; 'none' skips both."),
     ] = None,
-    max_length: Annotated[int | None, typer.Option(help="Token limit to count pairs against.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Token limit of prompt+completion (see long_pairs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for transforms and the split.")] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at the first trace whose transforms raise (default: count it).")
+    ] = False,
     set_: Sets = None,
 ) -> None:
     """Corrupt each usable trace with the nine transforms; split by problem; export TRL + Together files."""
@@ -198,16 +239,10 @@ def pairs_build(
     elif set_:
         cfg = _apply_sets(cfg, set_, prefix="pairs.")
     explicit = {"direction": direction, "tokenizer": tokenizer, "max_length": max_length, "seed": seed}
+    explicit |= {"strict": True} if strict else {}
     cfg = cfg.model_copy(update={k: v for k, v in explicit.items() if v is not None})
     cfg = PairsConfig.model_validate(cfg.model_dump())
-    pairset = P.build_pairs(read_jsonl(traces, Trace), cfg, progress=True)
-    tok = None
-    if cfg.tokenizer and cfg.tokenizer.lower() != "none":
-        from legibility.models import load_tokenizer
-
-        tok = load_tokenizer(cfg.tokenizer)
-    stats = P.pair_stats(pairset, cfg, tok, cfg.tokenizer, progress=True)
-    P.write_pairs(pairset, out, stats)
+    pairset, stats = P.build_and_write(read_jsonl(traces, Trace), cfg, out, inputs=[traces], progress=True)
     print_pair_stats(stats, console)
     console.print(f"{len(pairset.train)} train + {len(pairset.val)} val pairs -> {out}/")
 
@@ -253,9 +288,9 @@ def train_cmd(
 
     cfg = load_config(config, set_ or [])
     if backend == "local":
-        from legibility.train import run_training
+        from legibility.train import train_from_config
 
-        path = run_training(cfg, out, resume=resume)
+        path = train_from_config(cfg, out, resume=resume, config_path=config)
         console.print(f"adapter -> {path / 'adapter'} (metrics: {path / 'metrics.jsonl'})")
     elif backend == "together":
         from legibility.together import submit

@@ -37,17 +37,42 @@ def print_pair_stats(stats: dict[str, Any], console: Console) -> None:
             lengths.add_row(split, fmt.format(**s["prompt_chosen"]), fmt.format(**s["prompt_rejected"]),
                             str(s["over_max_length"]))  # fmt: skip
         console.print(lengths)
+    long = stats.get("long_pairs")
+    if long and long["over_max_length"]:
+        console.print(f"over {long['max_length']} tokens: {long['over_max_length']} pairs ({long['policy']}): "
+                      f"{long['truncated_chosen']} chosen and {long['truncated_rejected']} rejected CoTs cut at a "
+                      f"sentence, {long['dropped']} pairs dropped")  # fmt: skip
+    for bench in stats.get("split", {}).get("benchmarks_without_val", []):
+        console.print(f"warning: benchmark {bench} has no validation problem (raise val_fraction or add problems)")
     if stats["skipped"]:
         console.print("not made: " + ", ".join(f"{k} ({v})" for k, v in stats["skipped"].items()))
+    if stats.get("errors"):
+        kinds = ", ".join(f"{k} x{v}" for k, v in stats["errors_by_type"].items())
+        console.print(f"errors: {len(stats['errors'])} traces raised and made no pairs ({kinds}); "
+                      "trace ids in stats.json \"errors\" (--strict stops at the first)", markup=False)  # fmt: skip
 
 
-def print_eval_table(final_eval: dict[str, float], console: Console) -> None:
-    """Eval loss, reward accuracy and margin per eval split ("all", then one per transform)."""
-    splits = sorted({k[5 : -len("_loss")] for k in final_eval if k.startswith("eval_") and k.endswith("_loss")},
-                    key=lambda s: (s != "all", s))  # fmt: skip
-    table = Table("eval split", "loss", "reward accuracy", "reward margin", title="evaluation")
-    for s in splits:
-        get = lambda name, s=s: final_eval.get(f"eval_{s}_{name}")  # noqa: E731
-        cells = [get("loss"), get("rewards/accuracies"), get("rewards/margins")]
-        table.add_row(s, *("-" if v is None else f"{v:.4g}" for v in cells))
+def print_eval_table(metrics: dict[str, float], console: Console, title: str = "evaluation") -> None:
+    """One evaluation, all pairs then each transform: the model's own preference (pref: log-probs of chosen vs
+    rejected) and the DPO rewards (beta * log ratio to the base model), each per token ("norm", what the loss
+    compares) beside summed over tokens ("sum", TRL's rewards/*). Reads LegibilityDPOTrainer's eval_* keys."""
+    groups = sorted(g for k in metrics if k.startswith("eval_") and k.endswith("_pairs") and (g := k[5:-6]))
+    kinds = [("pref", "logps"), ("reward", "rewards")]
+    # before any update every reward is 0 by construction: leave those columns out rather than print zeros
+    if all(not v for k, v in metrics.items() if k.startswith("eval_") and "rewards" in k):
+        kinds = kinds[:1]
+    cols = [(f"{label} {stat}\n{norm}", f"{base}{'_norm' if norm == 'norm' else ''}/{metric}")
+            for label, base in kinds for stat, metric in (("acc", "accuracies"), ("margin", "margins"))
+            for norm in ("norm", "sum")]  # fmt: skip
+    table = Table("transform", "pairs", *(c[0] for c in cols), title=title)
+    for name, prefix in [("all", "eval_"), *((g, f"eval_{g}_") for g in groups)]:
+        values = [(key, metrics.get(prefix + key)) for _, key in cols]
+        cells = ["-" if v is None else f"{v:.0%}" if key.endswith("accuracies") else f"{v:+.3g}" for key, v in values]
+        n = metrics.get(prefix + "pairs")
+        table.add_row(name, "-" if n is None else str(int(n)), *cells)
+    loss = metrics.get("eval_loss")
+    table.caption = (f"eval loss {loss:.4g}; " if loss is not None else "") + (
+        "acc: share of pairs with chosen > rejected; margin: mean chosen - rejected; "
+        "norm: per token (what the loss compares), sum: summed over tokens (TRL's)"
+    )
     console.print(table)
