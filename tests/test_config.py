@@ -143,7 +143,7 @@ def test_overrides(tmp_path):
             "train.lora_target_modules=[q_proj, v_proj]",
             "train.trl.report_to=tensorboard",
             "train.lora.use_rslora=true",
-            "pairs.transforms.shuffle_words=0",
+            "pairs.transforms.sentence_shuffle=0",
             "data.benchmarks=[{name: math, path: m.jsonl, levels: [5]}]",
             "name=b",
             "train.eval_file=null",
@@ -151,7 +151,7 @@ def test_overrides(tmp_path):
     )
     assert cfg.train.beta == 0.5 and cfg.train.lora_target_modules == ["q_proj", "v_proj"]
     assert cfg.train.trl == {"report_to": "tensorboard"} and cfg.train.lora == {"use_rslora": True}
-    assert cfg.pairs.transforms == {"shuffle_words": 0}
+    assert cfg.pairs.transforms == {"sentence_shuffle": 0}
     assert cfg.data.benchmarks[0].levels == [5] and cfg.train.eval_file is None
     assert cfg.run_dir == "runs/b"
 
@@ -175,3 +175,15 @@ def test_bad_overrides(tmp_path, item, expected):
 def test_missing_file(tmp_path):
     with pytest.raises(LegibilityError, match="no such config file"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_transform_names_match_the_registry_and_typos_fail_at_load(tmp_path: Path) -> None:
+    from legibility.config import TRANSFORM_NAMES
+    from legibility.transforms import TRANSFORMS
+
+    assert tuple(TRANSFORMS) == TRANSFORM_NAMES
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\npairs: {transforms: {sentence_shufle: 1}}\n")
+    with pytest.raises(LegibilityError, match=r"c.yaml: pairs.transforms: .*sentence_shufle") as e:
+        load_config(p)
+    assert "\n" not in str(e.value)

@@ -231,7 +231,7 @@ def test_train_tiny_qwen3_per_transform_eval_and_adapters(tiny_qwen3, tmp_path):
     assert out == tmp_path / "train"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["global_step"] == 3 and summary["loss_type"] == ["sigmoid_norm", "sft"]
-    assert summary["transforms"] == ["drop_sentences", "shuffle_words"]
+    assert summary["transforms"] == ["sentence_deletion_30", "sentence_shuffle"]
     logs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     train_logs = [r for r in logs if "loss" in r]
     assert [r["step"] for r in train_logs] == [1, 2, 3]
@@ -241,12 +241,12 @@ def test_train_tiny_qwen3_per_transform_eval_and_adapters(tiny_qwen3, tmp_path):
     evals = [r for r in logs if "eval_loss" in r]
     assert [r["step"] for r in evals] == [0, 2, 3]
     for r in evals:
-        assert r["eval_pairs"] == 4 and r["eval_shuffle_words_pairs"] == r["eval_drop_sentences_pairs"] == 2
-        for prefix in ("eval_", "eval_shuffle_words_", "eval_drop_sentences_"):
+        assert r["eval_pairs"] == 4 and r["eval_sentence_shuffle_pairs"] == r["eval_sentence_deletion_30_pairs"] == 2
+        for prefix in ("eval_", "eval_sentence_shuffle_", "eval_sentence_deletion_30_"):
             for m in (*NORM, *SUMMED, *PREF):
                 assert prefix + m in r, prefix + m
         for m in (*NORM, *SUMMED, *PREF):  # the overall numbers are the pair-weighted means of the transforms'
-            parts = (r[f"eval_{t}_{m}"] * r[f"eval_{t}_pairs"] for t in ("shuffle_words", "drop_sentences"))
+            parts = (r[f"eval_{t}_{m}"] * r[f"eval_{t}_pairs"] for t in ("sentence_shuffle", "sentence_deletion_30"))
             assert sum(parts) / 4 == pytest.approx(r[f"eval_{m}"], abs=1e-9)
     step0 = evals[0]
     assert all(step0[f"eval_{m}"] == 0 for m in NORM + SUMMED)  # the policy is the reference before any update

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from legibility.errors import LegibilityError
 
@@ -69,6 +69,14 @@ class DataConfig(_Section):
     traces: list[TraceSource] = Field(default_factory=list)
 
 
+# The registry's names (legibility.transforms.TRANSFORMS), repeated so this module imports no stage; a test keeps
+# the two equal.
+TRANSFORM_NAMES = (
+    "cross_substitution", "donor_splice_50", "donor_splice_25", "sentence_shuffle", "adjacent_swap",
+    "sentence_deletion_30", "distractor_injection", "number_substitution", "sentence_reversal",
+)  # fmt: skip
+
+
 class PairsConfig(BaseModel):
     """How pairs are built. Defaults follow the reference run."""
 
@@ -79,7 +87,17 @@ class PairsConfig(BaseModel):
     transforms: dict[str, float] = Field(default_factory=dict)
     """Per-transform sampling weights; empty means all nine, equally. A weight of 0 disables one."""
     pairs_per_trace: int = Field(default=9, ge=1)
-    """Pairs made from each trace, each with a different transform while any is left."""
+    """Pairs made from each trace; each enabled transform's share is pairs_per_trace * weight / total weight."""
+
+    @field_validator("transforms")
+    @classmethod
+    def _known_transforms(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(TRANSFORM_NAMES))
+        if unknown:
+            raise ValueError(f"unknown transform(s) {unknown}; known: {', '.join(TRANSFORM_NAMES)}")
+        if any(w < 0 for w in v.values()):
+            raise ValueError("weights must be >= 0")
+        return v
     donor_scope: Literal["split", "split+benchmark", "split+generator"] = "split"
     """Where donor CoTs (splices, substitutions, distractors) come from: always the same side of the train/validation
     split as the trace (so no validation text reaches training), optionally also the same benchmark or generator;
