@@ -78,6 +78,13 @@ def test_import_is_light():
     assert out.strip() == "[]"
 
 
+def test_config_is_a_leaf():
+    """The schemas import no stage (config once imported train/pairs/together, which imported config: a cycle)."""
+    code = "import sys, legibility.config; print(sorted(m for m in sys.modules if m.startswith('legibility.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['legibility.config', 'legibility.errors']"
+
+
 def test_global_seed_is_the_sections_default(tmp_path):
     cfg = load_config(_write(tmp_path, "name: a\nseed: 7\ntrain: {seed: 9}\n"))
     assert (cfg.seed, cfg.pairs.seed, cfg.train.seed) == (7, 7, 9)

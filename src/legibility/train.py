@@ -196,11 +196,23 @@ def _metrics_callback(path: Path) -> Any:
     return MetricsLog()
 
 
-def _compact_console_logs(trainer: Any, transforms: list[str]) -> None:
-    """Print the overall metrics only: the per-transform ones (9 x 17 numbers an evaluation) go to metrics.jsonl."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+def _console_line(logs: dict[str, float], state: Any) -> str | None:
+    """One short line a log: loss and what the loss compares (normalized), never a raw dict (those go to
+    metrics.jsonl, per transform too)."""
+    eval_ = any(k.startswith("eval_") for k in logs)
+    pre = "eval_" if eval_ else ""
+    shown = (("loss", "loss"), ("rewards_norm/accuracies", "norm reward acc"), ("rewards_norm/margins", "norm margin"),
+             ("logps_norm/accuracies", "norm pref acc"), ("logps_norm/margins", "norm pref margin"))  # fmt: skip
+    cells = [f"{label} {logs[pre + k]:.4g}" for k, label in shown if isinstance(logs.get(pre + k), int | float)]
+    if not cells:
+        return None
+    steps = f"{state.global_step}/{state.max_steps}" if state.max_steps else str(state.global_step)
+    return f"{'eval ' if eval_ else 'train'} step {steps}: " + ", ".join(cells)
 
-    per_transform = tuple(f"eval_{t}_" for t in transforms)
+
+def _compact_console_logs(trainer: Any) -> None:
+    """Replace transformers' console logging (a raw dict per log) by `_console_line`; the progress bar stays."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     for cls in (PrinterCallback, ProgressCallback):
         if trainer.pop_callback(cls) is None:
@@ -208,8 +220,10 @@ def _compact_console_logs(trainer: Any, transforms: list[str]) -> None:
 
         class Compact(cls):  # type: ignore[misc,valid-type]
             def on_log(self, args, state, control, logs=None, **kwargs):
-                logs = {k: v for k, v in (logs or {}).items() if not k.startswith(per_transform)}
-                return super().on_log(args, state, control, logs=logs, **kwargs)
+                if not state.is_world_process_zero or not (line := _console_line(logs or {}, state)):
+                    return
+                bar = getattr(self, "training_bar", None)
+                (bar.write if bar is not None else print)(line)
 
         trainer.add_callback(Compact())
 
@@ -482,7 +496,7 @@ def run_training(
         callbacks=[_metrics_callback(out / "metrics.jsonl")],
         transforms=transforms,
     )
-    _compact_console_logs(trainer, transforms)
+    _compact_console_logs(trainer)
     if trainer.is_world_process_zero():
         if experiment is not None:
             (out / "config.yaml").write_text(dump_config(experiment), encoding="utf-8")
