@@ -109,8 +109,10 @@ def main() -> None:
     prompt_lens = [c.prompt_tokens or 0 for c in gen[1]]
     score_lens = [len(tok(model.render_prompt(c) + t, add_special_tokens=False)["input_ids"])
                   for c, t in zip(score_chats, targets, strict=True)]  # fmt: skip
-    print(f"batch fill (real/padded tokens): prompts {fill(prompt_lens, args.batch_size):.2f}, "
-          f"scored sequences {fill(score_lens, args.batch_size):.2f}")
+    print(
+        f"batch fill (real/padded tokens): prompts {fill(prompt_lens, args.batch_size):.2f}, "
+        f"scored sequences {fill(score_lens, args.batch_size):.2f}"
+    )
 
 
 if __name__ == "__main__":

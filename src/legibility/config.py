@@ -98,6 +98,7 @@ class PairsConfig(BaseModel):
         if any(w < 0 for w in v.values()):
             raise ValueError("weights must be >= 0")
         return v
+
     donor_scope: Literal["split", "split+benchmark", "split+generator"] = "split"
     """Where donor CoTs (splices, substitutions, distractors) come from: always the same side of the train/validation
     split as the trace (so no validation text reaches training), optionally also the same benchmark or generator;

@@ -102,7 +102,9 @@ def run(config: str = "configs/demo.yaml", overrides: list[str] | None = None) -
 
     model = PeftModel.from_pretrained(load_model(cfg.model), str(adapter))
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-    console.print(f"{adapter}: {lora:,} LoRA parameters on {model.peft_config['default'].target_modules}")
+    console.print(
+        f"{adapter}: {lora:,} LoRA parameters on {', '.join(sorted(model.peft_config['default'].target_modules))}"
+    )
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s; everything is under {run_dir}/")
     return run_dir
 

@@ -228,8 +228,10 @@ class HFChatModel:
         """Consecutive slices of `order` (sorted by length) of at most batch_size rows (and of cost <= budget)."""
         out: list[list[int]] = []
         for i in order:
-            if out and len(out[-1]) < self.batch_size and (
-                rows_cost is None or rows_cost([*out[-1], i]) <= self.max_score_tokens
+            if (
+                out
+                and len(out[-1]) < self.batch_size
+                and (rows_cost is None or rows_cost([*out[-1], i]) <= self.max_score_tokens)
             ):
                 out[-1].append(i)
             else:
@@ -343,7 +345,10 @@ class HFChatModel:
         )  # fmt: skip  # neutral values set explicitly: the model's generation_config must not leak into decoding
         with torch.inference_mode():
             out = self.model.generate(
-                input_ids=input_ids, attention_mask=mask, generation_config=config, logits_processor=processors,
+                input_ids=input_ids,
+                attention_mask=mask,
+                generation_config=config,
+                logits_processor=processors,
                 stopping_criteria=StoppingCriteriaList([stopper]),
             )
         eos = set(self.eos_ids)
