@@ -182,3 +182,12 @@ def in_order(text: str, parts: list[str]) -> bool:
             return False
         pos = i + len(p)
     return True
+
+
+def skeleton(text: str, numbers: list) -> str:
+    """The text with each number replaced by "#"."""
+    out, pos = [], 0
+    for m in numbers:
+        out += [text[pos : m.start()], "#"]
+        pos = m.end()
+    return "".join(out) + text[pos:]

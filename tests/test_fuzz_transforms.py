@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
-from strategies import answers, cot_and_donors, cot_texts, in_order
+from strategies import answers, cot_and_donors, cot_texts, in_order, skeleton
 
 from legibility.responses import completion, split_think
 from legibility.text import sentences
@@ -85,15 +85,6 @@ def test_distractor_injection_keeps_every_sentence_in_order(case: tuple, seed: i
         assert in_order(r.text, segs) and len(r.text.split()) > len(text.split())
     else:
         assert r.reason
-
-
-def skeleton(text: str, numbers: list) -> str:
-    """The text with each number replaced by "#"."""
-    out, pos = [], 0
-    for m in numbers:
-        out += [text[pos : m.start()], "#"]
-        pos = m.end()
-    return "".join(out) + text[pos:]
 
 
 @given(cot_and_donors(), seeds)

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 from conftest import TRACES
-from strategies import in_order
+from strategies import in_order, skeleton
 
 from legibility.errors import LegibilityError
 from legibility.records import Trace
@@ -179,15 +179,6 @@ def test_distractor_injection_keeps_original_in_order(traces: list[Trace]) -> No
             merged.insert(i + 1, picked[len(picked) - 1 - k])
         assert in_order(r.text, merged)
         assert len(r.text.split()) == len(t.reasoning.split()) + sum(len(p.split()) for p in picked)
-
-
-def skeleton(text: str, numbers: list) -> str:
-    """The text with each number replaced by "#"."""
-    out, pos = [], 0
-    for m in numbers:
-        out += [text[pos : m.start()], "#"]
-        pos = m.end()
-    return "".join(out) + text[pos:]
 
 
 def test_number_substitution(traces: list[Trace]) -> None:
