@@ -23,7 +23,15 @@ __all__ = [
     "BenchmarkSource",
     "DataConfig",
     "ExperimentConfig",
+    "GenerateConfig",
+    "JudgesConfig",
+    "MaskingConfig",
+    "MetricsConfig",
+    "ModelSpec",
     "PairsConfig",
+    "ReaderSpec",
+    "ReadersConfig",
+    "SamplingConfig",
     "TogetherConfig",
     "TraceSource",
     "TrainConfig",
@@ -378,6 +386,142 @@ class TogetherConfig(BaseModel):
     wandb_name: str | None = None
 
 
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+class ModelSpec(_Section):
+    """One model for evaluation (a generator, a reader or a judge), served by one backend.
+
+    `hf` loads `model` (+ `adapter`) in this process and is the only backend that scores log-probs (uplift,
+    surprisal, label-probability judging); `openai` talks to any OpenAI-compatible server (vLLM, Together,
+    `transformers serve`); `vllm` runs vLLM in-process (the `vllm` extra, GPU only). Paths may use {run_dir}."""
+
+    name: str
+    """How records name this model (e.g. base, adapter, smollm2-reader); unique within its list."""
+    backend: Literal["hf", "openai", "vllm"] = "hf"
+    model: str = "{model}"
+    """"{model}" is the experiment's `model:`; else "embedded", a local folder, a hub id or the server's model name."""
+    adapter: str | None = None
+    """A PEFT adapter folder (hf, vllm), e.g. {run_dir}/train/adapter."""
+    chat_template: str | None = None
+    enable_thinking: bool | None = None
+    dtype: str | None = None
+    batch_size: int = Field(default=8, ge=1)
+    max_score_tokens: int = Field(default=8192, ge=1)
+    base_url: str | None = None
+    """openai: the server's URL with its version path, e.g. http://127.0.0.1:8000/v1."""
+    api_key_env: str | None = None
+    """openai: the NAME of the environment variable holding the key (the key itself never goes in a file)."""
+    concurrency: int = Field(default=8, ge=1)
+    max_retries: int = Field(default=6, ge=0)
+    timeout_s: float = Field(default=300, gt=0)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    supports_continue: bool = False
+    """openai: the server continues a final assistant message (vLLM does); enables C2 prefill there."""
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_model_len: int | None = None
+    max_lora_rank: int = Field(default=16, ge=1)
+
+
+class SamplingConfig(_Section):
+    """Decoding settings; recorded with every sample."""
+
+    max_new_tokens: int = Field(default=4096, ge=1)
+    temperature: float = Field(default=0.6, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    seed: int = 0
+
+
+def _default_generators() -> list[ModelSpec]:
+    return [ModelSpec(name="base"), ModelSpec(name="adapter", adapter="{run_dir}/train/adapter")]
+
+
+class GenerateConfig(_Section):
+    """`legibility generate`: K CoTs per problem from each generator, graded, appended as they arrive."""
+
+    generators: list[ModelSpec] = Field(default_factory=_default_generators)
+    problems: Literal["heldout", "all"] = "heldout"
+    """heldout: the validation side of `{run_dir}/pairs/split.json`; all: every problem of problems.jsonl."""
+    benchmarks: list[Literal["gpqa", "math", "bbh"]] | None = None
+    """Keep only these benchmarks (None: all)."""
+    max_problems: int | None = Field(default=None, ge=1)
+    """Per benchmark, the first N problems by id hash (a stable sample); None: all."""
+    samples: int = Field(default=1, ge=1)
+    """K, CoTs per problem and generator."""
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    system_prompt: str | None = None
+
+
+def _default_readers() -> list[ReaderSpec]:
+    return [
+        ReaderSpec(name="reader", model="embedded"),
+        ReaderSpec(name="leak", model="embedded", role="leak_detector"),
+    ]
+
+
+class ReaderSpec(ModelSpec):
+    role: Literal["reasoning_reader", "leak_detector"] = "reasoning_reader"
+    """leak_detector: asked (with the question and gold) whether the masked CoT states the answer;
+    reasoning_reader: answers under C1/C2/C4 and is scored for uplift and surprisal."""
+
+
+class MaskingConfig(_Section):
+    """How the final answer is removed from a CoT before a reader sees it (all of it recorded per reading)."""
+
+    truncate_tokens: int = Field(default=0, ge=0)
+    """Also drop the last N whitespace tokens."""
+    truncate_fraction: float = Field(default=0.0, ge=0, lt=1)
+    """Also drop the last p of the CoT's whitespace tokens."""
+    letters: Literal["all", "gold"] = "all"
+    choice_texts: Literal["gold", "all"] = "gold"
+
+
+class ReadersConfig(_Section):
+    readers: list[ReaderSpec] = Field(default_factory=_default_readers)
+    conditions: list[Literal["c1", "c2", "c2_prefill", "c4"]] = ["c1", "c2", "c2_prefill", "c4"]
+    """c2_prefill runs only for readers whose backend can continue an assistant turn."""
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    answer_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=32, temperature=0.0, top_p=1.0)
+    )
+    """C2, C4, leak detection and forced answers: a short greedy answer."""
+    solve_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=4096, temperature=0.0, top_p=1.0)
+    )
+    """C1: the reader reasons on its own first."""
+
+
+class JudgesConfig(_Section):
+    judges: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(name="judge", model="embedded")])
+    rubric: bool = True
+    """0-4 legibility and coverage on correct CoTs."""
+    illegibility: bool = True
+    """1-9 illegibility per chunk of `chunk_chars`."""
+    chunk_chars: int = Field(default=5000, ge=100)
+    threshold: float = 6
+    """A chunk scoring above this is illegible (share of chunks above it; the legible-prefix cut)."""
+    scoring: Literal["generate", "label_probs"] = "generate"
+    """label_probs (hf only): the expected score under the judge's probabilities of the label tokens."""
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=64, temperature=0.0, top_p=1.0)
+    )
+
+
+class MetricsConfig(_Section):
+    uplift: bool = True
+    surprisal: bool = True
+    early_answering: bool = True
+    fractions: list[float] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    legible_prefix: bool = True
+    validity: bool = True
+    """AUROC of intact above corrupted per metric and transform, on held-out pairs (pairs/val.jsonl)."""
+    validity_traces: int | None = Field(default=None, ge=1)
+    """Held-out traces used for the validity check (each with its corrupted copies); None: all."""
+    n_boot: int = Field(default=2000, ge=100)
+    seed: int = 0
+
+
 class ExperimentConfig(_Section):
     """The whole experiment. Sections default to the reference run, so a config only states what differs."""
 
@@ -392,6 +536,10 @@ class ExperimentConfig(_Section):
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     together: TogetherConfig = Field(default_factory=TogetherConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    readers: ReadersConfig = Field(default_factory=ReadersConfig)
+    judges: JudgesConfig = Field(default_factory=JudgesConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -87,6 +87,70 @@ class Pair(Record):
     subtask: str | None = None
 
 
+class Generation(Trace):
+    """A CoT sampled by `legibility generate`: a graded Trace plus everything needed to pin and reproduce it."""
+
+    sample: int = 0  # k of the K samples per problem
+    raw: str = ""  # the completion exactly as returned, think block included
+    finish_reason: str | None = None  # "stop" | "length" | None (failed)
+    truncated: bool = False  # finish_reason == "length"
+    error: str | None = None  # a failed request: never graded as wrong, counted in the summary
+    sampling: dict[str, Any] = Field(default_factory=dict)  # max_new_tokens, temperature, top_p, seed
+    model: dict[str, Any] = Field(default_factory=dict)  # backend, model, revision, adapter (+hash), chat template hash
+
+
+Condition = Literal["c1", "c2", "c2_prefill", "c4", "leak", "early", "prefix"]
+
+
+class Reading(Record):
+    """One reader on one CoT (or on the bare question, for C1/C4) under one condition.
+
+    `item_id` is the CoT read (a Generation id, or `{trace_id}#{transform}` for the validity copies); C1 and C4
+    readings depend only on the problem and carry item_id None. `correct` is None when the request failed."""
+
+    id: str
+    item_id: str | None
+    problem_id: str
+    benchmark: Benchmark
+    generator: str | None = None
+    reader: str
+    role: Literal["reasoning_reader", "leak_detector"] = "reasoning_reader"
+    condition: Condition
+    transform: str = "intact"  # validity copies: the corruption applied; "intact" otherwise
+    fraction: float | None = None  # early answering: the share of the CoT's sentences kept
+    answer: str | None = None  # the answer read from the reader's reply (leak: "yes"/"no")
+    correct: bool | None = None  # flexible verdict (leak: the detector fired)
+    correct_strict: bool | None = None
+    uplift: float | None = None  # log p(gold | question, CoT) - log p(gold | question), nats
+    surprisal: float | None = None  # mean per-token surprisal of the CoT given the question, nats
+    text: str = ""  # the reader's raw reply
+    error: str | None = None
+    masking: dict[str, Any] = Field(default_factory=dict)  # what was removed from the CoT, and how
+
+
+class Judgement(Record):
+    """One judge's score of one CoT: the 0-4 rubric, or the chunked 1-9 illegibility score."""
+
+    id: str
+    item_id: str
+    problem_id: str
+    benchmark: Benchmark
+    generator: str | None = None
+    judge: str
+    kind: Literal["rubric", "illegibility"]
+    prompt_version: str
+    method: Literal["generate", "label_probs"]
+    transform: str = "intact"
+    legibility: float | None = None  # rubric, 0-4
+    coverage: float | None = None  # rubric, 0-4
+    chunk_scores: list[float | None] = Field(default_factory=list)  # illegibility, 1-9 per chunk (None: failed)
+    mean: float | None = None  # illegibility: mean over the scored chunks
+    share_above: float | None = None  # illegibility: share of scored chunks above the threshold
+    threshold: float | None = None
+    text: list[str] = Field(default_factory=list)  # raw replies (generate) or empty (label_probs)
+    error: str | None = None
+
+
 R = TypeVar("R", bound=BaseModel)
 
 

@@ -1,0 +1,91 @@
+"""Any backend behind an on-disk cache, so a rerun of a finished evaluation sends no request and runs no forward pass.
+
+The key is the full request: the model's identity (`meta`: backend, model, revision, adapter hash, chat template
+hash), the operation, the chat, the sampling settings or the scored target. Failures are never cached, so a rerun
+retries exactly what failed. Batches stay batched: the misses of one call go to the backend as one call.
+`calls` and `requests` count what reached the backend (the tests read them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from legibility.models.base import ChatModel, Completion, Sampling, Scores
+from legibility.models.cache import DiskCache
+from legibility.records import Message
+
+__all__ = ["CachedModel"]
+
+
+def _chat(chat: list[Message]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} if isinstance(m, Message) else dict(m) for m in chat]
+
+
+class CachedModel:
+    """A `ChatModel` that answers from `cache_dir` when it can and asks `inner` for the rest."""
+
+    def __init__(self, inner: ChatModel, cache_dir: str | Path, identity: dict[str, Any] | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.supports_scoring = inner.supports_scoring
+        self.supports_continue = getattr(inner, "supports_continue", True)
+        self.meta: dict[str, Any] = dict(getattr(inner, "meta", {}) or {})
+        # what makes two models the same for caching: never versions of libraries or the device
+        keep = ("backend", "model", "revision", "adapter_sha256", "chat_template_sha256", "enable_thinking", "dtype")
+        self.identity = identity if identity is not None else {k: self.meta.get(k) for k in keep} | {"name": self.name}
+        self.cache = DiskCache(cache_dir)
+        self.calls = 0
+        self.requests = 0
+        self.hits = 0
+
+    def __repr__(self) -> str:
+        return f"CachedModel({self.name!r}, {self.cache!r})"
+
+    def _key(self, op: str, chat: list[Message], extra: dict[str, Any]) -> dict[str, Any]:
+        return {"model": self.identity, "op": op, "chat": _chat(chat), **extra}
+
+    def _completions(self, op: str, chats: list[list[Message]], sampling: Sampling) -> list[Completion]:
+        s = dataclasses.asdict(sampling)
+        keys = [self._key(op, c, {"sampling": s}) for c in chats]
+        out: list[Completion | None] = []
+        for k in keys:
+            hit = self.cache.get(k)
+            out.append(Completion(**hit) if hit is not None else None)
+        missing = [i for i, c in enumerate(out) if c is None]
+        self.hits += len(chats) - len(missing)
+        if missing:
+            self.calls += 1
+            self.requests += len(missing)
+            fn = self.inner.generate if op == "generate" else self.inner.continue_
+            fresh = fn([chats[i] for i in missing], sampling)
+            for i, c in zip(missing, fresh, strict=True):
+                out[i] = c
+                if c.ok:
+                    self.cache.put(keys[i], dataclasses.asdict(c))
+        return [c for c in out if c is not None]
+
+    def generate(self, chats: list[list[Message]], sampling: Sampling) -> list[Completion]:
+        return self._completions("generate", chats, sampling)
+
+    def continue_(self, chats: list[list[Message]], sampling: Sampling) -> list[Completion]:
+        return self._completions("continue", chats, sampling)
+
+    def score(self, chats: list[list[Message]], targets: list[str]) -> list[Scores]:
+        keys = [self._key("score", c, {"target": t}) for c, t in zip(chats, targets, strict=True)]
+        out: list[Scores | None] = []
+        for k in keys:
+            hit = self.cache.get(k)
+            out.append(Scores(**hit) if hit is not None else None)
+        missing = [i for i, c in enumerate(out) if c is None]
+        self.hits += len(chats) - len(missing)
+        if missing:
+            self.calls += 1
+            self.requests += len(missing)
+            fresh = self.inner.score([chats[i] for i in missing], [targets[i] for i in missing])
+            for i, sc in zip(missing, fresh, strict=True):
+                out[i] = sc
+                if sc.error is None:
+                    self.cache.put(keys[i], dataclasses.asdict(sc))
+        return [s for s in out if s is not None]
