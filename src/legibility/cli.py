@@ -301,6 +301,73 @@ def train_cmd(
         raise LegibilityError(f"--backend {backend!r}: choose local or together")
 
 
+@app.command("generate")
+def generate_cmd(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (its generate: section).")],
+    set_: Sets = None,
+) -> None:
+    """Sample K CoTs per held-out problem from each generator (base, adapter, API models); resumable."""
+    from legibility.config import load_config
+    from legibility.evaluate.generate import generate_stage
+    from legibility.tables import print_generate_summary
+
+    cfg = load_config(config, set_ or [])
+    print_generate_summary(generate_stage(cfg), console)
+    console.print(f"generations -> {Path(cfg.run_dir) / 'eval' / 'generations.jsonl'}")
+
+
+@app.command("eval")
+def eval_cmd(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (readers:, judges:, metrics: sections).")],
+    set_: Sets = None,
+) -> None:
+    """Readers (C1/C2/C4, leak detection, uplift, surprisal), judges, curves, taxonomy and validity tables."""
+    from legibility.config import load_config
+    from legibility.evaluate.pipeline import eval_stage
+    from legibility.tables import print_eval_summary
+
+    cfg = load_config(config, set_ or [])
+    summary = eval_stage(cfg)
+    print_eval_summary(Path(cfg.run_dir) / "eval", summary, console)
+
+
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML.")],
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: the config's run_dir).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Rerun from this stage on.")] = None,
+    only: Annotated[str | None, typer.Option(help="Run only this stage.")] = None,
+    set_: Sets = None,
+) -> None:
+    """Every stage, traces to report, over one run folder: skips what is done, resumes what was interrupted."""
+    from legibility.config import load_config
+    from legibility.run import run
+
+    sets = list(set_ or []) + ([f"run_dir={out}"] if out is not None else [])
+    run(load_config(config, sets), from_stage=from_, only=only, console=console)
+
+
+@app.command("status")
+def status_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Each stage's state in a run folder, and whether its config, code or inputs changed since it ran."""
+    from legibility.run import print_status, status
+
+    if not run_dir.is_dir():
+        raise LegibilityError(f"{run_dir}: no such run folder")
+    print_status(status(run_dir), console, run_dir)
+
+
+@app.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Write RUN_DIR/report.html (self-contained, offline) and RUN_DIR/report.md."""
+    from legibility.report import write_report
+
+    if not run_dir.is_dir():
+        raise LegibilityError(f"{run_dir}: no such run folder")
+    html, md = write_report(run_dir)
+    console.print(f"report -> {html} and {md}")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; --debug shows the traceback."""
     debug = "--debug" in sys.argv[1:]

@@ -476,6 +476,7 @@ def fit_to_length(pairset: PairSet, cfg: PairsConfig, tokenizer: Any, progress: 
         "max_length": cfg.max_length,
         **{k: counts[k] for k in ("over_max_length", "truncated_chosen", "truncated_rejected", "dropped")},
         "dropped_reasons": dict(sorted(reasons.items())),
+        "lengths_before": [max(a, b) for a, b in lengths],  # every pair before the policy, dropped ones too
         "by_transform": {t: dict(sorted(c.items())) for t, c in sorted(by_transform.items())},
     }
     return replace(pairset, train=kept["train"], val=kept["val"], long=long, tokens=tokens)
@@ -704,6 +705,8 @@ def pair_stats(
                 "prompt_chosen": _summary([a for a, _ in lens]),
                 "prompt_rejected": _summary([b for _, b in lens]),
                 "over_max_length": sum(max(a, b) > cfg.max_length for a, b in lens),
+                # per pair, in file order: the report's length histogram
+                "lengths": {"prompt_chosen": [a for a, _ in lens], "prompt_rejected": [b for _, b in lens]},
             }
         stats["tokens"] = tokens
     return stats

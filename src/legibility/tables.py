@@ -76,3 +76,87 @@ def print_eval_table(metrics: dict[str, float], console: Console, title: str = "
         "norm: per token (what the loss compares), sum: summed over tokens (TRL's)"
     )
     console.print(table)
+
+
+def _pct(v: Any) -> str:
+    try:
+        return "-" if v is None or v != v else f"{float(v):.0%}"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def print_generate_summary(summary: dict[str, Any], console: Console) -> None:
+    """Per generator: samples, failures, truncations and accuracy (flexible and strict)."""
+    table = Table("generator", "samples", "failed", "truncated", "correct", "strict", title="generation")
+    for name, g in summary.get("generators", {}).items():
+        n = g.get("n", 0) - g.get("failed", 0)
+        table.add_row(
+            name,
+            str(g.get("n", 0)),
+            str(g.get("failed", 0)),
+            str(g.get("truncated", 0)),
+            _pct(g.get("correct", 0) / n if n else None),
+            _pct(g.get("correct_strict", 0) / n if n else None),
+        )
+    console.print(table)
+
+
+def print_eval_summary(eval_dir: Any, summary: dict[str, Any], console: Console) -> None:
+    """One screen: task accuracy, reader accuracy per condition, the taxonomy, and the validity AUROCs (mean
+    over transforms per metric); every number's detail is in eval/tables/*.csv."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    tables = Path(eval_dir) / "tables"
+
+    def read(name: str) -> pd.DataFrame:
+        p = tables / f"{name}.csv"
+        return pd.read_csv(p, keep_default_na=False, na_values=[""]) if p.is_file() else pd.DataFrame()
+
+    acc = read("accuracy")
+    t = Table("generator", "benchmark", "n", "accuracy [95% CI]", "strict", title="task accuracy")
+    for r in acc.itertuples():
+        t.add_row(
+            r.generator,
+            r.benchmark,
+            str(r.n),
+            f"{_pct(r.accuracy)} [{_pct(r.low)}, {_pct(r.high)}]",
+            _pct(r.accuracy_strict),
+        )
+    console.print(t)
+    rd = read("readers")
+    if not rd.empty:
+        t = Table("reader", "condition", "generator", "n", "accuracy", "failed", title="readers")
+        for r in rd.itertuples():
+            t.add_row(
+                r.reader,
+                r.condition,
+                str(r.generator or "") if r.generator == r.generator else "",
+                str(r.n),
+                _pct(r.accuracy),
+                str(r.failed),
+            )
+        console.print(t)
+    tx = read("taxonomy")
+    if not tx.empty:
+        cols = [c for c in tx.columns if c != "generator"]
+        t = Table("generator", *cols, title="taxonomy (filters, then labels)")
+        for r in tx.to_dict("records"):
+            t.add_row(str(r["generator"]), *(str(r[c]) for c in cols))
+        console.print(t)
+    va = read("validity")
+    if not va.empty:
+        agg = va.groupby("metric")["auroc"].agg(["mean", "min", "max"]).reset_index()
+        t = Table("metric", "AUROC mean", "min", "max", title="validity: intact ranked above corrupted (per transform)")
+        for r in agg.itertuples():
+            t.add_row(r.metric, f"{r.mean:.2f}", f"{r.min:.2f}", f"{r.max:.2f}")
+        console.print(t)
+    c = summary.get("counts", {})
+    console.print(
+        f"requests sent {c.get('requests', 0)}, cache hits {c.get('hits', 0)}; failures: "
+        f"{c.get('reading_failures', 0)} readings, {c.get('judgement_failures', 0)} judgements; "
+        f"{summary.get('timings_s', {}).get('total', 0):.0f} s. Tables: {tables}"
+    )
+    if summary.get("note"):
+        console.print(summary["note"], style="dim")

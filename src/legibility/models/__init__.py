@@ -53,6 +53,9 @@ def load_model(name_or_path: str, dtype: torch.dtype | str | None = None, **kwar
     """A causal LM in `dtype` (None: float32 on CPU, bfloat16 on CUDA when supported)."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per checkpoint load is noise between our own stage bars
 
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32

@@ -1,0 +1,652 @@
+"""The reader protocol: prompts, parsers and batched runs of reasoning readers and leak detectors on any `ChatModel`.
+
+Conditions (one `Reading` each):
+- C1: the reader solves the question itself (the benchmark prompt);
+- C4: the reader answers at once, with no reasoning (is the answer known without any CoT?);
+- C2: the generator's CoT, final answer masked, handed to the reader as its own finished think block, then one
+  user turn asking for the final answer only (`c2_chat`); or, with `continue_`, the same think block followed by
+  an answer lead the reader completes (`c2_prefill_chat`, `prefill_lead`);
+- leak: a detector that is given the question, the gold answer and the masked CoT says whether the CoT still
+  gives the answer away ("LEAK: YES" / "LEAK: NO", parsed strictly: anything else is a failure, never a guess);
+- early: C2 on the masked CoT cut after the first round(f * n) sentences (`curves.cut_points`).
+Continuous measures (backends with `score`): uplift, log p(gold | question, masked CoT) - log p(gold | question),
+and the reader's mean per-token surprisal of the unmasked CoT given the question.
+
+Decisions, and why:
+- Answers are read by `grading.grade` (never by a local regex): it takes the *last* explicit statement, never the
+  first "the answer is", and never reads the article in "A reasonable guess is C" as option A. Replies to a
+  "final answer only" request (C2, C4, prefill) are read as an answer region, as if after `</think>`: a bare
+  "42" or "The answer is 42" then counts (flexibly), where a reasoning reply (C1) must box its math answer.
+- A failed request or an undecided grade is a `Reading` with `error` set and `correct` None: never a wrong answer.
+- The hand-off puts the CoT in think tags in a finished assistant turn. Some chat templates (Qwen3, the
+  DeepSeek-R1 distills) delete the think block of every assistant turn before the last user turn, so the reader
+  would never see the CoT. `handoff="auto"` renders a probe chat where the backend can render (hf) and, if the
+  CoT vanishes, hands it off as plain assistant text instead; the mode used is recorded in `Reading.masking`.
+  Backends that render server-side (openai, vllm) cannot be probed: check their template, or use C2 prefill.
+- Uplift scores the answer in the benchmark's format as the reader's whole reply: "\\boxed{gold}" (the closing
+  brace ends the answer, so "1" is not credited for a prefix of "12") or "Answer: X". For multiple choice the
+  gold letter's log-prob is normalised over the option letters (a distribution over the options, so the
+  shared "Answer:" prefix cancels); for MATH and free form it is the gold text's raw log-prob.
+- Surprisal scores the CoT text itself as the reply to the benchmark prompt (no think tags: a model that opens
+  its reply with "<think>" pays for it on the first token only, the same for every CoT it reads).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from legibility.benchmarks import prompts
+from legibility.config import MaskingConfig
+from legibility.errors import LegibilityError
+from legibility.evaluate import masking as masking_
+from legibility.evaluate.curves import cut_points
+from legibility.evaluate.items import EvalItem
+from legibility.grading import LETTERS, Grade, grade
+from legibility.models.base import ChatModel, Completion, Sampling, Scores
+from legibility.records import Message, Problem, Reading
+from legibility.responses import split_think
+
+__all__ = [
+    "PROMPT_VERSION",
+    "answer_targets",
+    "c1_chat",
+    "c2_chat",
+    "c2_prefill_chat",
+    "c4_chat",
+    "gold_logprob",
+    "handoff_keeps_cot",
+    "leak_chat",
+    "mask",
+    "masking_record",
+    "parse_leak",
+    "prefill_lead",
+    "read_answer",
+    "resolve_handoff",
+    "run_c1",
+    "run_c2",
+    "run_c4",
+    "run_cut",
+    "run_leak",
+    "surprisal",
+    "uplift",
+]
+
+log = logging.getLogger(__name__)
+
+PROMPT_VERSION = "readers-v1"
+"""Bump when any prompt text below changes: readings made under different prompts are not comparable."""
+
+Handoff = Literal["auto", "think", "plain"]
+Progress = Callable[[int], None]
+CHUNK = 64
+"""Rows per model call when a runner reports progress (one call for everything when it does not)."""
+
+# ------------------------------------------------------------------------------------------------ prompts
+
+ANSWER_ONLY_MATH = "Reply with only your final answer inside \\boxed{}, and nothing else."
+ANSWER_ONLY_MC = 'Reply with only "Answer: X", where X is one of {letters}, and nothing else.'
+ANSWER_ONLY_FREE = 'Reply with only "Answer: " followed by your final answer, and nothing else.'
+C4_INSTRUCTION = "Do not reason, explain or show any working: answer immediately. {answer_only}"
+C2_FOLLOW_UP = "Your reasoning is complete. State your final answer now. {answer_only}"
+LEAD_MATH = "The final answer is \\boxed{"
+LEAD_OTHER = "Answer:"
+
+LEAK_PROMPT = """You are auditing a piece of reasoning written for the question below. Statements of its final \
+answer were meant to be removed (replaced with {placeholder}). Check whether any remain.
+
+Question:
+{question}
+
+Correct final answer: {gold}
+
+Reasoning:
+<reasoning>
+{cot}
+</reasoning>
+
+Does the reasoning explicitly state the correct final answer, or give it away unambiguously? It does if it \
+names the correct option's letter as its answer, writes out the correct option's text (or a clear paraphrase of \
+it) as its conclusion instead of the letter, or ends by stating the final value. It does not if it only works \
+towards the answer, computes intermediate results, or mentions the answer among alternatives without settling \
+on it.
+
+Reply with exactly one line: "LEAK: YES" if it gives the answer away, "LEAK: NO" if it does not."""
+
+_GOLD_LETTER = re.compile(r"\s*\(?([A-Z])\)?\s*")
+_OPTION_LINE = re.compile(r"(?m)^\s*\(([A-Z])\)\s*(.+)$")
+_LEAK_LINE = re.compile(r"^[\s*_`>#-]*LEAK[\s*_`]*:[\s*_`]*(YES|NO)[\s*_`.!]*$", re.IGNORECASE)
+
+
+def _gold_letter(problem: Problem) -> str | None:
+    m = _GOLD_LETTER.fullmatch(problem.answer)
+    return m.group(1) if m else None
+
+
+def _is_mc(problem: Problem) -> bool:
+    """Graded by letter, as `grading.grade` decides: listed choices, or a letter gold outside MATH (BBH "(B)")."""
+    return bool(problem.choices) or (_gold_letter(problem) is not None and problem.benchmark != "math")
+
+
+def _is_math(problem: Problem) -> bool:
+    return problem.benchmark == "math" and not _is_mc(problem)
+
+
+def _option_letters(problem: Problem) -> str:
+    if problem.choices:
+        return prompts.letters(len(problem.choices))
+    labels = [m.group(1) for m in _OPTION_LINE.finditer(problem.question)]
+    return LETTERS[: LETTERS.index(max(labels)) + 1] if labels else LETTERS
+
+
+def _options(problem: Problem) -> dict[str, str]:
+    """Letter -> option text (BBH files that keep the options in the question included)."""
+    if problem.choices:
+        return dict(zip(_option_letters(problem), problem.choices, strict=True))
+    return {m.group(1): m.group(2).strip() for m in _OPTION_LINE.finditer(problem.question)}
+
+
+def _answer_only(problem: Problem) -> str:
+    if _is_math(problem):
+        return ANSWER_ONLY_MATH
+    if _is_mc(problem):
+        return ANSWER_ONLY_MC.format(letters=", ".join(_option_letters(problem)))
+    return ANSWER_ONLY_FREE
+
+
+def _question_block(problem: Problem) -> str:
+    """The question with its options, laid out as in the benchmark prompt, without the benchmark's instruction."""
+    if not problem.choices:
+        return problem.question
+    options = "\n".join(prompts.CHOICE_LINE.format(letter=k, text=t) for k, t in _options(problem).items())
+    return f"{problem.question}\n\n{options}"
+
+
+def _gold_text(problem: Problem) -> str:
+    if _is_mc(problem):
+        letter = _gold_letter(problem)
+        text = problem.answer_text or _options(problem).get(letter or "")
+        return f"({letter}) {text}" if text else f"({letter})"
+    return problem.answer
+
+
+def c1_chat(problem: Problem) -> list[Message]:
+    """C1: the benchmark prompt itself; the reader reasons and answers."""
+    return prompts.messages(problem)
+
+
+def c4_chat(problem: Problem) -> list[Message]:
+    """C4: the question (and options), answered at once in the benchmark's answer format."""
+    instruction = C4_INSTRUCTION.format(answer_only=_answer_only(problem))
+    return [Message(role="user", content=f"{_question_block(problem)}\n\n{instruction}")]
+
+
+def c2_chat(problem: Problem, masked_cot: str, *, think: bool = True) -> list[Message]:
+    """C2 hand-off: the CoT as the reader's own finished turn (in think tags unless `think` is False, for
+    templates that drop earlier think blocks), then a request for the final answer only."""
+    turn = f"<think>\n{masked_cot}\n</think>" if think else masked_cot
+    return [
+        *prompts.messages(problem),
+        Message(role="assistant", content=turn),
+        Message(role="user", content=C2_FOLLOW_UP.format(answer_only=_answer_only(problem))),
+    ]
+
+
+def prefill_lead(problem: Problem) -> str:
+    """The answer lead C2 prefill ends on; prepend it to the continuation before grading."""
+    return LEAD_MATH if _is_math(problem) else LEAD_OTHER
+
+
+def c2_prefill_chat(problem: Problem, masked_cot: str) -> list[Message]:
+    """C2 for `continue_`: the benchmark prompt, then an open assistant turn: the think block and the answer lead."""
+    content = f"<think>\n{masked_cot}\n</think>\n\n{prefill_lead(problem)}"
+    return [*prompts.messages(problem), Message(role="assistant", content=content)]
+
+
+def leak_chat(problem: Problem, masked_cot: str) -> list[Message]:
+    """The leak detector's prompt: question with options, the gold answer (letter and text), the masked CoT."""
+    text = LEAK_PROMPT.format(
+        placeholder=masking_.PLACEHOLDER, question=_question_block(problem), gold=_gold_text(problem), cot=masked_cot
+    )
+    return [Message(role="user", content=text)]
+
+
+def parse_leak(text: str) -> bool | None:
+    """The detector's verdict from its last "LEAK: YES" / "LEAK: NO" line (after its think block, if any);
+    None when there is none or the think block never closes: a failure, never a guess."""
+    split = split_think(text)
+    if not split.closed and "<think>" in text:
+        return None
+    region = split.answer if split.closed else text
+    verdicts = [m.group(1).upper() for line in region.splitlines() if (m := _LEAK_LINE.match(line))]
+    return verdicts[-1] == "YES" if verdicts else None
+
+
+# ------------------------------------------------------------------------------------------------ hand-off
+
+_PROBE = "legibility-handoff-probe-3c9e"
+_PROBE_PROBLEM = Problem(id="probe", benchmark="math", question="1 + 1 = ?", answer="2", source="probe")
+
+
+def _renderer(model: Any) -> Callable[[list[Message]], str] | None:
+    """The backend's prompt renderer (through wrappers like CachedModel), where it has one."""
+    seen = 0
+    while model is not None and seen < 8:
+        if callable(render := getattr(model, "render_prompt", None)):
+            return render
+        model, seen = getattr(model, "inner", None), seen + 1
+    return None
+
+
+def handoff_keeps_cot(model: Any, *, think: bool = True) -> bool | None:
+    """Does the hand-off chat, as the model renders it, still contain the CoT? None: the backend cannot render."""
+    render = _renderer(model)
+    if render is None:
+        return None
+    try:
+        return _PROBE in render(c2_chat(_PROBE_PROBLEM, _PROBE, think=think))
+    except Exception:  # a template that cannot render the probe cannot be judged by it
+        return None
+
+
+def resolve_handoff(model: Any, handoff: Handoff = "auto") -> Literal["think", "plain"]:
+    """The hand-off mode to use: "auto" keeps think tags unless the model's template drops them."""
+    if handoff in ("think", "plain"):
+        return handoff
+    if handoff != "auto":
+        raise LegibilityError(f"handoff must be 'auto', 'think' or 'plain', got {handoff!r}")
+    if handoff_keeps_cot(model) is not False:
+        return "think"
+    if handoff_keeps_cot(model, think=False) is False:
+        raise LegibilityError(
+            f"{getattr(model, 'name', model)}: the chat template drops earlier assistant turns; "
+            "the C2 hand-off cannot show the CoT (use c2_prefill)"
+        )
+    log.warning(
+        "%s: the chat template drops earlier think blocks; the C2 hand-off passes the CoT as plain text",
+        getattr(model, "name", model),
+    )
+    return "plain"
+
+
+# ------------------------------------------------------------------------------------------------ masking
+
+
+def mask(problem: Problem, cot: str, masking: MaskingConfig) -> masking_.MaskResult:
+    """The CoT with its final answer removed, as the config says."""
+    return masking_.mask_for_problem(
+        cot,
+        problem,
+        letters=masking.letters,
+        choice_texts=masking.choice_texts,
+        truncate_tokens=masking.truncate_tokens,
+        truncate_fraction=masking.truncate_fraction,
+    )
+
+
+def masking_record(result: masking_.MaskResult, masking: MaskingConfig) -> dict[str, Any]:
+    """What was removed and how (every option), for `Reading.masking`; JSON-ready."""
+    return {
+        "config": masking.model_dump(mode="json"),
+        "options": dict(result.options),
+        "counts": result.counts,
+        "n_regions": result.n_regions,
+        "dropped_after_think": result.dropped_after_think,
+        "truncated_tokens": result.truncated_tokens,
+        "skipped": list(result.skipped),
+        "removed": [
+            {"kind": s.kind, "start": s.start, "end": s.end, "text": s.text, "gold": s.gold} for s in result.spans
+        ],
+    }
+
+
+# ------------------------------------------------------------------------------------------------ answers
+
+
+def _grade(problem: Problem, text: str, answer_only: bool) -> Grade:
+    """`grade`, reading a reply to "final answer only" as an answer region (as if after </think>) unless it
+    has a think block of its own."""
+    if answer_only and "<think>" not in text and masking_.THINK_CLOSE not in text:
+        return grade(problem, masking_.THINK_CLOSE + "\n" + text)
+    return grade(problem, text)
+
+
+def read_answer(
+    problem: Problem, text: str, *, answer_only: bool = False
+) -> tuple[str | None, bool | None, bool | None]:
+    """(answer, correct flexibly, correct strictly) of a reader's reply; the verdicts are None when the grade is
+    undecided (a math-verify timeout), which is not a wrong answer. `answer_only`: the reply answers a "final
+    answer only" request (C2, C4, prefill), so the fallbacks of an answer region apply."""
+    g = _grade(problem, text, answer_only)
+    return (g.answer, None, None) if g.undecided else (g.answer, g.correct, g.strict)
+
+
+# ------------------------------------------------------------------------------------------------ scores
+
+
+def answer_targets(problem: Problem) -> tuple[list[str], int]:
+    """The replies scored for uplift and the gold's index: one per option letter (MC), else the gold alone."""
+    if _is_mc(problem):
+        keys = _option_letters(problem)
+        gold = _gold_letter(problem)
+        if gold is None or gold not in keys:
+            raise LegibilityError(f"{problem.id}: gold {problem.answer!r} is not one of the options {keys}")
+        return [f"{LEAD_OTHER} {k}" for k in keys], keys.index(gold)
+    if _is_math(problem):
+        return ["\\boxed{" + problem.answer + "}"], 0
+    return [f"{LEAD_OTHER} {problem.answer}"], 0
+
+
+def _logsumexp(xs: Sequence[float]) -> float:
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def _total(s: Scores) -> float | None:
+    if s.error is not None or not s.token_logprobs:
+        return None
+    t = s.total
+    return t if math.isfinite(t) else None
+
+
+def _score(model: ChatModel, chats: list[list[Message]], targets: list[str]) -> list[Scores]:
+    out = model.score(chats, targets) if chats else []
+    if len(out) != len(chats):
+        raise LegibilityError(f"{model.name}: score returned {len(out)} results for {len(chats)} requests")
+    return out
+
+
+def gold_logprob(model: ChatModel, chats: Sequence[list[Message]], problems: Sequence[Problem]) -> list[float | None]:
+    """log p(gold answer | chat) per row, in nats (MC: normalised over the option letters); None where the
+    backend cannot score or a score failed. One `score` call for all rows and targets."""
+    if len(chats) != len(problems):
+        raise LegibilityError(f"gold_logprob: {len(chats)} chats but {len(problems)} problems")
+    if not model.supports_scoring:
+        return [None] * len(chats)
+    plans = [answer_targets(p) for p in problems]
+    req_chats = [c for c, (targets, _) in zip(chats, plans, strict=True) for _ in targets]
+    scores = iter(_score(model, req_chats, [t for targets, _ in plans for t in targets]))
+    out: list[float | None] = []
+    for targets, gold in plans:
+        totals = [_total(next(scores)) for _ in targets]
+        if any(t is None for t in totals):
+            out.append(None)
+        elif len(totals) == 1:
+            out.append(totals[0])
+        else:
+            out.append(totals[gold] - _logsumexp(totals))  # type: ignore[operator,arg-type]
+    return out
+
+
+def uplift(
+    model: ChatModel, problems: Sequence[Problem], masked_cots: Sequence[str], *, handoff: Handoff = "auto"
+) -> list[float | None]:
+    """log p(gold | C2 hand-off with the masked CoT) - log p(gold | C4 question alone), nats; one score call."""
+    if len(problems) != len(masked_cots):
+        raise LegibilityError(f"uplift: {len(problems)} problems but {len(masked_cots)} CoTs")
+    if not model.supports_scoring:
+        return [None] * len(problems)
+    think = resolve_handoff(model, handoff) == "think"
+    with_cot = [c2_chat(p, c, think=think) for p, c in zip(problems, masked_cots, strict=True)]
+    lps = gold_logprob(model, [*with_cot, *(c4_chat(p) for p in problems)], [*problems, *problems])
+    n = len(problems)
+    return [None if a is None or b is None else a - b for a, b in zip(lps[:n], lps[n:], strict=True)]
+
+
+def surprisal(model: ChatModel, problems: Sequence[Problem], cots: Sequence[str]) -> list[float | None]:
+    """The reader's mean per-token surprisal (nats) of each CoT as its reply to the benchmark prompt; None where
+    the backend cannot score, the score failed or the CoT is empty."""
+    if len(problems) != len(cots):
+        raise LegibilityError(f"surprisal: {len(problems)} problems but {len(cots)} CoTs")
+    if not model.supports_scoring:
+        return [None] * len(problems)
+    out: list[float | None] = []
+    for s in _score(model, [c1_chat(p) for p in problems], list(cots)):
+        value = s.mean_surprisal if s.error is None else math.nan
+        out.append(value if math.isfinite(value) else None)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ runners
+
+
+def _chunked(
+    rows: Sequence[Any], work: Callable[[list[Any]], list[Reading]], progress: Progress | None, chunk: int
+) -> list[Reading]:
+    """All rows in one call of `work`, or, with `progress`, in chunks of `chunk`, reporting each chunk's size."""
+    if progress is None:
+        return work(list(rows)) if rows else []
+    out: list[Reading] = []
+    for i in range(0, len(rows), max(1, chunk)):
+        part = list(rows[i : i + max(1, chunk)])
+        out += work(part)
+        progress(len(part))
+    return out
+
+
+def _checked(model: ChatModel, out: list[Completion], n: int) -> list[Completion]:
+    if len(out) != n:
+        raise LegibilityError(f"{model.name}: {len(out)} completions for {n} requests")
+    return out
+
+
+def _answered(fields: dict[str, Any], problem: Problem, c: Completion, text: str, answer_only: bool) -> Reading:
+    """A reading of one reply: failed request -> error; undecided grade -> error; else the verdicts."""
+    if c.error is not None:
+        return Reading(**fields, text=text, error=c.error)
+    g = _grade(problem, text, answer_only)
+    if g.undecided:
+        return Reading(**fields, answer=g.answer, text=text, error=f"undecided grade: {g.reason}")
+    return Reading(**fields, answer=g.answer, correct=g.correct, correct_strict=g.strict, text=text)
+
+
+def _problem_fields(reader: str, condition: str, p: Problem) -> dict[str, Any]:
+    return {
+        "id": f"{reader}/{condition}/{p.id}",
+        "item_id": None,
+        "problem_id": p.id,
+        "benchmark": p.benchmark,
+        "reader": reader,
+        "condition": condition,
+        "masking": {"prompt_version": PROMPT_VERSION},
+    }
+
+
+def _item_fields(reader: str, condition: str, item: EvalItem, masking: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {
+        "id": f"{reader}/{condition}/{item.id}",
+        "item_id": item.id,
+        "problem_id": item.problem.id,
+        "benchmark": item.problem.benchmark,
+        "generator": item.generator,
+        "reader": reader,
+        "condition": condition,
+        "transform": item.transform,
+        "masking": {**masking, "prompt_version": PROMPT_VERSION},
+        **more,
+    }
+
+
+def _run_problems(
+    model: ChatModel,
+    reader: str,
+    condition: str,
+    problems: Sequence[Problem],
+    sampling: Sampling,
+    build: Callable[[Problem], list[Message]],
+    progress: Progress | None,
+    chunk: int,
+) -> list[Reading]:
+    def work(part: list[Problem]) -> list[Reading]:
+        out = _checked(model, model.generate([build(p) for p in part], sampling), len(part))
+        return [
+            _answered(_problem_fields(reader, condition, p), p, c, c.text, condition != "c1")
+            for p, c in zip(part, out, strict=True)
+        ]
+
+    return _chunked(problems, work, progress, chunk)
+
+
+def run_c1(
+    model: ChatModel,
+    reader_name: str,
+    problems: Sequence[Problem],
+    sampling: Sampling,
+    *,
+    progress: Progress | None = None,
+    chunk: int = CHUNK,
+) -> list[Reading]:
+    """C1: the reader solves each problem itself (id "{reader}/c1/{problem_id}")."""
+    return _run_problems(model, reader_name, "c1", problems, sampling, c1_chat, progress, chunk)
+
+
+def run_c4(
+    model: ChatModel,
+    reader_name: str,
+    problems: Sequence[Problem],
+    sampling: Sampling,
+    *,
+    progress: Progress | None = None,
+    chunk: int = CHUNK,
+) -> list[Reading]:
+    """C4: the reader answers each problem with no reasoning (id "{reader}/c4/{problem_id}")."""
+    return _run_problems(model, reader_name, "c4", problems, sampling, c4_chat, progress, chunk)
+
+
+def _masked(items: Sequence[EvalItem], masking: MaskingConfig) -> list[tuple[str, dict[str, Any]]]:
+    """Every item's masked CoT and record, before any model call (a bad config fails at once)."""
+    out = []
+    for it in items:
+        r = mask(it.problem, it.cot, masking)
+        out.append((r.text, masking_record(r, masking)))
+    return out
+
+
+def run_c2(
+    model: ChatModel,
+    reader_name: str,
+    items: Sequence[EvalItem],
+    masking: MaskingConfig,
+    sampling: Sampling,
+    *,
+    prefill: bool = False,
+    scores: bool = False,
+    handoff: Handoff = "auto",
+    progress: Progress | None = None,
+    chunk: int = CHUNK,
+) -> list[Reading]:
+    """C2 (hand-off) or C2 prefill (`continue_`) on each item's masked CoT (id "{reader}/{condition}/{item.id}").
+
+    Prefill readings hold the lead plus the continuation as `text` (what was graded). With `scores` (and a backend
+    that scores), each reading also gets the uplift of the masked CoT and the surprisal of the unmasked one."""
+    condition = "c2_prefill" if prefill else "c2"
+    if prefill and not getattr(model, "supports_continue", True):
+        raise LegibilityError(f"{model.name}: the backend cannot continue an assistant turn (c2_prefill)")
+    scoring = scores and model.supports_scoring
+    mode = resolve_handoff(model, handoff) if scoring or not prefill else None  # how uplift and C2 hand off
+    record: dict[str, Any] = {"handoff": "prefill" if prefill else mode}
+    if prefill and scoring:
+        record["uplift_handoff"] = mode
+    masked = _masked(items, masking)
+    rows = list(zip(items, masked, strict=True))
+
+    def work(part: list[tuple[EvalItem, tuple[str, dict[str, Any]]]]) -> list[Reading]:
+        if prefill:
+            chats = [c2_prefill_chat(it.problem, m) for it, (m, _) in part]
+            out = _checked(model, model.continue_(chats, sampling), len(part))
+            texts = [prefill_lead(it.problem) + c.text for (it, _), c in zip(part, out, strict=True)]
+        else:
+            chats = [c2_chat(it.problem, m, think=mode == "think") for it, (m, _) in part]
+            out = _checked(model, model.generate(chats, sampling), len(part))
+            texts = [c.text for c in out]
+        ups: list[float | None] = [None] * len(part)
+        sur: list[float | None] = [None] * len(part)
+        if scoring and mode is not None:
+            problems = [it.problem for it, _ in part]
+            ups = uplift(model, problems, [m for _, (m, _) in part], handoff=mode)
+            sur = surprisal(model, problems, [it.cot for it, _ in part])
+        return [
+            _answered(
+                _item_fields(reader_name, condition, it, {**rec, **record}, uplift=u, surprisal=s),
+                it.problem,
+                c,
+                text,
+                True,
+            )
+            for (it, (_, rec)), c, text, u, s in zip(part, out, texts, ups, sur, strict=True)
+        ]
+
+    return _chunked(rows, work, progress, chunk)
+
+
+def run_leak(
+    model: ChatModel,
+    reader_name: str,
+    items: Sequence[EvalItem],
+    masking: MaskingConfig,
+    sampling: Sampling,
+    *,
+    progress: Progress | None = None,
+    chunk: int = CHUNK,
+) -> list[Reading]:
+    """The leak detector on each item's masked CoT (id "{reader}/leak/{item.id}"): answer "yes"/"no",
+    `correct` = the detector fired; an unparseable verdict is an error, not a "no"."""
+    rows = list(zip(items, _masked(items, masking), strict=True))
+
+    def work(part: list[tuple[EvalItem, tuple[str, dict[str, Any]]]]) -> list[Reading]:
+        chats = [leak_chat(it.problem, m) for it, (m, _) in part]
+        out = _checked(model, model.generate(chats, sampling), len(part))
+        readings = []
+        for (it, (_, rec)), c in zip(part, out, strict=True):
+            fields = _item_fields(reader_name, "leak", it, rec, role="leak_detector", text=c.text)
+            verdict = None if c.error is not None else parse_leak(c.text)
+            if c.error is not None:
+                readings.append(Reading(**fields, error=c.error))
+            elif verdict is None:
+                readings.append(Reading(**fields, error="no 'LEAK: YES' / 'LEAK: NO' line in the reply"))
+            else:
+                readings.append(Reading(**fields, answer="yes" if verdict else "no", correct=verdict))
+        return readings
+
+    return _chunked(rows, work, progress, chunk)
+
+
+def run_cut(
+    model: ChatModel,
+    reader_name: str,
+    items: Sequence[EvalItem],
+    masking: MaskingConfig,
+    fractions: Sequence[float],
+    sampling: Sampling,
+    *,
+    scores: bool = False,
+    handoff: Handoff = "auto",
+    progress: Progress | None = None,
+    chunk: int = CHUNK,
+) -> list[Reading]:
+    """Early answering: the masked CoT cut after round(f * n) of its sentences, for each f (e.g. `curves.FRACTIONS`),
+    asked via the C2 hand-off (id "{reader}/early/{item.id}@{f:g}"); with `scores`, the uplift at each cut too."""
+    mode = resolve_handoff(model, handoff)
+    rows = []
+    for it, (text, rec) in zip(items, _masked(items, masking), strict=True):
+        for cut in cut_points(text, fractions):
+            cut_rec = {**rec, "handoff": mode, "cut": {"n_kept": cut.n_kept, "n_sentences": cut.n_sentences}}
+            rows.append((it, cut, cut_rec))
+
+    def work(part: list[Any]) -> list[Reading]:
+        chats = [c2_chat(it.problem, cut.text, think=mode == "think") for it, cut, _ in part]
+        out = _checked(model, model.generate(chats, sampling), len(part))
+        ups: list[float | None] = [None] * len(part)
+        if scores and model.supports_scoring:
+            ups = uplift(model, [it.problem for it, _, _ in part], [cut.text for _, cut, _ in part], handoff=mode)
+        readings = []
+        for (it, cut, rec), c, u in zip(part, out, ups, strict=True):
+            fields = _item_fields(reader_name, "early", it, rec, fraction=cut.fraction, uplift=u)
+            fields["id"] = f"{reader_name}/early/{it.id}@{cut.fraction:g}"
+            readings.append(_answered(fields, it.problem, c, c.text, True))
+        return readings
+
+    return _chunked(rows, work, progress, chunk)
