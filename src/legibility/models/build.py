@@ -77,9 +77,21 @@ class ModelPool:
         spec = resolve_spec(spec, self.default_model, self.run_dir)
         key = tuple(sorted((k, repr(v)) for k, v in spec.model_dump(exclude={"name"}).items() if k != "role"))
         if key not in self._models:
+            if spec.backend == "vllm":
+                self._evict_vllm()
             inner = _load(spec)
             self._models[key] = CachedModel(inner, self.cache_dir, identity=identity(spec, inner))
         return self._models[key]
+
+    def _evict_vllm(self) -> None:
+        """One vLLM engine at a time: each reserves most of the GPU's memory (gpu_memory_utilization), so the next
+        model (a reader after the generators, a judge after the readers) frees the last. Its cache stays on disk."""
+        for key, m in list(self._models.items()):
+            if (m.meta or {}).get("backend") == "vllm" or type(m.inner).__name__ == "VLLMChatModel":
+                close = getattr(m.inner, "close", None)
+                if close is not None:
+                    close()
+                del self._models[key]
 
     @property
     def models(self) -> list[CachedModel]:
