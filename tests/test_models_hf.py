@@ -3,6 +3,7 @@ prompts stay open, adapters load, and one bad request never sinks its batch."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 
@@ -164,7 +165,7 @@ def test_continuation_prompt_reconciles_templates(template, kwargs, partial, exp
     assert continuation_prompt(tok, chat, **kwargs) == (expected, rule)
 
 
-def test_adapter_changes_scores(hf, tmp_path):
+def test_adapter_changes_scores(hf, tmp_path, caplog):
     from peft import LoraConfig, get_peft_model
 
     base = load_model("embedded")
@@ -184,6 +185,13 @@ def test_adapter_changes_scores(hf, tmp_path):
     for x, y in zip(a, b, strict=True):
         assert x.tokens == y.tokens
         assert max(abs(u - v) for u, v in zip(x.token_logprobs, y.token_logprobs, strict=True)) > 1e-2
+    with caplog.at_level(logging.WARNING, logger="legibility.models.hf"):
+        shared = tuned.score([chats[0]] * 2, ["Four.", "Four, of course."])  # one prompt: adapter on the KV cache
+    assert not caplog.records, "the shared path ran (no fallback)"
+    tuned.share_prompts = False
+    for x, y in zip(shared, tuned.score([chats[0]] * 2, ["Four.", "Four, of course."]), strict=True):
+        assert x.tokens == y.tokens
+        assert max(abs(u - v) for u, v in zip(x.token_logprobs, y.token_logprobs, strict=True)) < 1e-4
 
 
 def test_over_long_input_is_an_error_record(hf):
@@ -215,3 +223,89 @@ def test_a_failing_item_does_not_sink_its_batch(hf, monkeypatch):
     assert [c.ok for c in out] == [True, True, True, False] and out[3].error == "RuntimeError: boom"
     scores = hf.score(chats, ["Four", "Blue", "Waves", "Hello"])
     assert [s.error is None for s in scores] == [True, True, True, False] and all(s.token_logprobs for s in scores[:3])
+
+
+LONG = "Explain step by step: " + " ".join(f"fact {k} is that {k}*{k}={k * k}." for k in range(20))
+
+
+def _forward_widths(hf, monkeypatch) -> list[int]:
+    """Records the sequence width of every forward pass of `hf.model` (prompt tokens fed, padding included)."""
+    widths: list[int] = []
+    forward = hf.model.forward
+
+    def counting(*args, **kwargs):
+        widths.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(hf.model, "forward", counting)
+    return widths
+
+
+def test_score_shared_prompt_equals_unshared(hf, monkeypatch, caplog):
+    """Rows after one chat run its prompt once and score from its KV cache; the log-probs are those of the
+    unshared path (prompt + target in one pass), errors and empty targets stay per row, in order."""
+    long, color, too_long = user(LONG), user("Name a color."), user("hello " * (hf.max_positions + 10))
+    rows = [
+        (long, "Score: 1"), (color, "Blue."), (long, "Score: 9"), (user("What is 2+2?"), "4"),
+        (long, "The answer, in short, is that the sum is large."), (too_long, "x"),
+        (color, "Red, or maybe green, or some other colour entirely."), (long, "x"), (user("Hi"), "Hello there!"),
+        (long, ""), (long, "Score: 5\nCoverage: 3"), (long, "No."), (color, "Blue."),
+    ]  # fmt: skip  # 6 scored rows after `long` (> batch_size 4: several target passes on one cache), 3 after color
+    chats, targets = [c for c, _ in rows], [t for _, t in rows]
+    assert hf.share_prompts
+    widths = _forward_widths(hf, monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="legibility.models.hf"):
+        shared = hf.score(chats, targets)
+    assert not caplog.records, "the shared path ran (no fallback)"
+    n_long = len(hf.tokenizer(hf.render_prompt(long), add_special_tokens=False)["input_ids"])
+    assert sum(w >= n_long for w in widths) == 1, "the long prompt runs once"
+    monkeypatch.setattr(hf, "max_score_tokens", 12)  # target passes of 1-3 rows
+    small = hf.score(chats, targets)
+    monkeypatch.setattr(hf, "share_prompts", False)
+    widths.clear()
+    unshared = hf.score(chats, targets)
+    assert sum(w >= n_long for w in widths) >= 2
+
+    assert shared[5].error and "positions" in shared[5].error and shared[5].token_logprobs == []
+    assert shared[9].error is None and shared[9].token_logprobs == []
+    for s, m, u, t in zip(shared, small, unshared, targets, strict=True):
+        assert s.error == m.error == u.error and s.tokens == m.tokens == u.tokens
+        if s.error is None:
+            assert "".join(s.tokens) == t
+            for other in (m, u):
+                assert max((abs(x - y) for x, y in zip(s.token_logprobs, other.token_logprobs, strict=True)),
+                           default=0.0) < 1e-4  # fmt: skip
+    assert sum(len(s.token_logprobs) for s in shared) > 40
+
+
+def test_shared_prompt_failures_stay_per_row(hf, monkeypatch, caplog):
+    """A shared prompt whose pass fails fails its rows only; a target that fails its group's pass sends the
+    group back to the unshared path, where it fails alone."""
+    clean = [user("Name a color."), user("What is 2+2?")]
+    clean_targets = ["Blue.", "Red, I think.", "Four.", "It is 4."]
+    seen = {t for c in clean for t in hf.tokenizer(hf.render_prompt(c))["input_ids"]}
+    seen |= {t for x in clean_targets for t in hf.tokenizer(x, add_special_tokens=False)["input_ids"]}
+    poison = set(hf.tokenizer("xyzzy plugh", add_special_tokens=False)["input_ids"]) - seen
+    assert poison
+    bad = user("xyzzy plugh")
+    rows = [(clean[0], "Blue."), (bad, "Hello"), (clean[1], "Four."), (clean[0], "xyzzy plugh and more"),
+            (bad, "Hi there"), (clean[1], "It is 4."), (clean[0], "Red, I think.")]  # fmt: skip
+    chats, targets = [c for c, _ in rows], [t for _, t in rows]
+    expected = hf.score(chats, targets)
+    forward = hf.model.forward
+
+    def flaky(*args, **kwargs):
+        if any(int(t) in poison for t in kwargs["input_ids"].flatten()):
+            raise RuntimeError("boom")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(hf.model, "forward", flaky)
+    with caplog.at_level(logging.WARNING, logger="legibility.models.hf"):
+        out = hf.score(chats, targets)
+    assert any("shared-prompt scoring" in r.message for r in caplog.records)
+    assert [s.error for s in out] == [None, "RuntimeError: boom", None, "RuntimeError: boom", "RuntimeError: boom",
+                                      None, None]  # fmt: skip
+    for s, e in zip(out, expected, strict=True):
+        if s.error is None:
+            assert s.tokens == e.tokens
+            assert max(abs(x - y) for x, y in zip(s.token_logprobs, e.token_logprobs, strict=True)) < 1e-4

@@ -41,7 +41,7 @@ __all__ = [
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class BenchmarkSource(_Section):
@@ -88,7 +88,7 @@ TRANSFORM_NAMES = (
 class PairsConfig(BaseModel):
     """How pairs are built. Defaults follow the reference run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     direction: Literal["legible", "illegible"] = "legible"
     """legible: the original CoT is preferred (reference run); illegible: the corrupted one (a model organism)."""
@@ -194,7 +194,7 @@ class TrainConfig(BaseModel):
     pass any other DPOConfig / LoraConfig field to the local backend, checked against the installed TRL and PEFT
     when the config is loaded (`check`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     # --- loss
     beta: float = Field(default=0.3, gt=0)
@@ -366,7 +366,7 @@ class TrainConfig(BaseModel):
 class TogetherConfig(BaseModel):
     """Together-specific settings; the loss, LoRA and optimizer settings are taken from `train:`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     model: str = "Qwen/Qwen3-8B"
     """Base model name on Together."""

@@ -5,6 +5,8 @@ trained adapters all go through it.
 
 Batching: requests are sorted by prompt length and cut into batches of `batch_size` (less padding), left-padded
 with an attention mask, and decoded by `model.generate` with the KV cache; results come back in request order.
+Scoring shares prompts: rows whose prompt tokens are identical (a judge's labels after one chat, uplift's
+targets after one CoT) run the prompt once and score their targets from its KV cache (`share_prompts`).
 
 Determinism, honestly:
 - Greedy (`temperature == 0`) is a pure function of the logits. A request decoded alone or in any batch gets the
@@ -22,6 +24,7 @@ Determinism, honestly:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import logging
@@ -51,6 +54,8 @@ __all__ = ["HFChatModel", "continuation_prompt"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_Items = dict[int, tuple[list[int], list[int]]]
+"""Scoring rows by request index: (prompt tokens, target tokens)."""
 
 SENTINEL = "<<legibility-open-assistant-turn-7f3a>>"
 """Stands in for the assistant content so the text before it is the open turn, whatever the template appends."""
@@ -132,7 +137,8 @@ class HFChatModel:
     `model` is anything `resolve_model` takes ("embedded", a folder, a hub id); `chat_template` replaces the
     model's template (a .jinja path, or the template text itself); `enable_thinking` is passed to templates that
     read it (Qwen3). `max_score_tokens` bounds rows x target tokens per scoring pass, since the logits for every
-    target position are held at once (vocab floats per token).
+    target position are held at once (vocab floats per token). `share_prompts` lets `score` run a prompt shared
+    by several rows once and score their targets from its KV cache (same log-probs up to float rounding).
     """
 
     supports_scoring = True
@@ -147,12 +153,14 @@ class HFChatModel:
         enable_thinking: bool | None = None,
         device: str | None = None,
         max_score_tokens: int = 8192,
+        share_prompts: bool = True,
     ) -> None:
         if batch_size < 1:
             raise LegibilityError(f"batch_size must be >= 1, got {batch_size}")
         self.name = model if adapter is None else f"{model}+adapter:{adapter}"
         self.batch_size = batch_size
         self.max_score_tokens = max_score_tokens
+        self.share_prompts = share_prompts
         self.enable_thinking = enable_thinking
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -169,8 +177,12 @@ class HFChatModel:
         self.model = base
         if adapter is not None:
             self.model = peft.PeftModel.from_pretrained(base, adapter)
+            if self.model.active_peft_config.is_prompt_learning:  # virtual tokens own the cache: nothing to share
+                self.share_prompts = False
         self.model.eval()
-        self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+        params = inspect.signature(base.forward).parameters
+        self._logits_to_keep = "logits_to_keep" in params
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
 
         text_config = base.config.get_text_config()
         self.max_positions: int | None = getattr(text_config, "max_position_embeddings", None)
@@ -383,11 +395,16 @@ class HFChatModel:
         Target tokens are the suffix of tokenize(prompt + target) after tokenize(prompt), i.e. the tokenization
         the model would produce; if the prompt's tokens are not a prefix of that (a merge across the boundary),
         prompt and target are tokenized separately and concatenated.
+
+        With `share_prompts`, rows whose prompt tokens are identical (a judge's label targets after one chat) run
+        that prompt once and score their targets from its KV cache; rows with a prompt of their own are scored
+        whole, prompt + target in one padded pass.
         """
         if len(chats) != len(targets):
             raise LegibilityError(f"score: {len(chats)} chats but {len(targets)} targets")
         results: list[Scores | None] = [None] * len(chats)
-        items: dict[int, tuple[list[int], list[int]]] = {}
+        items: _Items = {}
+        encoded: dict[str, list[int]] = {}  # rendered prompt -> its tokens (judges repeat one chat per label)
         for i, (chat, target) in enumerate(zip(chats, targets, strict=True)):
             try:
                 rendered = self.render_prompt(chat)
@@ -397,7 +414,9 @@ class HFChatModel:
             if not target:
                 results[i] = Scores([], [])
                 continue
-            prompt, joint = self._encode(rendered), self._encode(rendered + target)
+            if rendered not in encoded:
+                encoded[rendered] = self._encode(rendered)
+            prompt, joint = encoded[rendered], self._encode(rendered + target)
             tgt = joint[len(prompt) :] if joint[: len(prompt)] == prompt else self._encode(target)
             problem = "empty prompt" if not prompt else self._too_long(len(prompt) + len(tgt))
             if problem:
@@ -405,16 +424,32 @@ class HFChatModel:
             else:
                 items[i] = (prompt, tgt)
 
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (prompt, _) in items.items():
+            groups.setdefault(tuple(prompt) if self.share_prompts else (i,), []).append(i)
+        shared = [g for g in groups.values() if len(g) > 1]
+        alone = [g[0] for g in groups.values() if len(g) == 1]
+        done = self._score_rows(alone, items)
+        shared.sort(key=lambda g: (len(items[g[0]][0]), g[0]))
+        for k in range(0, len(shared), self.batch_size):  # prompt passes of batch_size prompts, as a normal batch
+            done.update(self._score_groups(shared[k : k + self.batch_size], items))
+        for i, s in done.items():
+            results[i] = s
+        return results  # type: ignore[return-value]
+
+    def _score_rows(self, rows: list[int], items: _Items) -> dict[int, Scores]:
+        """Rows scored whole (prompt + target), length-sorted batches; a failing row fails alone."""
+
         def cost(batch: list[int]) -> int:
             return len(batch) * (max(len(items[i][1]) for i in batch) + 1)
 
-        order = sorted(items, key=lambda i: (len(items[i][0]) + len(items[i][1]), i))
+        done: dict[int, Scores] = {}
+        order = sorted(rows, key=lambda i: (len(items[i][0]) + len(items[i][1]), i))
         for batch in self._batches(order, cost):
             scored = self._isolated(batch, lambda b: self._score_batch([items[i] for i in b]),
                                     lambda i, msg: Scores([], error=msg))  # fmt: skip
-            for i, s in zip(batch, scored, strict=True):
-                results[i] = s
-        return results  # type: ignore[return-value]
+            done.update(zip(batch, scored, strict=True))
+        return done
 
     def _score_batch(self, rows: list[tuple[list[int], list[int]]]) -> list[Scores]:
         """One forward pass: left padding puts every target at the end, so only the last max_target+1 positions'
@@ -435,6 +470,84 @@ class HFChatModel:
                 vals = lp.gather(-1, ids[:, None]).squeeze(-1).tolist()
                 out.append(Scores(vals, [self.tokenizer.decode([t]) for t in tgt]))
         return out
+
+    def _score_groups(self, groups: list[list[int]], items: _Items) -> dict[int, Scores]:
+        """Shared-prompt scoring of some groups; when it fails, each group alone, and a group that still fails
+        is scored row by row the unshared way (so a bad target fails alone, as it would unshared)."""
+        try:
+            return self._shared_batch(groups, items)
+        except Exception as e:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(groups) > 1:
+                return {i: s for g in groups for i, s in self._score_groups([g], items).items()}
+            log.warning("hf: shared-prompt scoring of requests %s failed (%s: %s); scoring them unshared",
+                        groups[0], type(e).__name__, e)  # fmt: skip
+            return self._score_rows(groups[0], items)
+
+    def _shared_batch(self, groups: list[list[int]], items: _Items) -> dict[int, Scores]:
+        """Each group's prompt runs once (left-padded batch of prompts, KV cache kept); its last logit scores every
+        target's first token. Then the targets minus their last token (which predicts nothing), right-padded, run on
+        a copy of the cache whose rows are their group's prompt (repeated), in passes of at most batch_size rows
+        and max_score_tokens logit positions, like unshared batches. Targets of a group that differ only in their
+        last token ("Score: 1".."Score: 9") feed the same tokens: that row runs once for all of them."""
+        prompt_ids, mask = self._left_pad([items[g[0]][0] for g in groups])
+        kwargs: dict[str, Any] = {"input_ids": prompt_ids, "attention_mask": mask, "use_cache": True,
+                                  "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}  # fmt: skip
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        lengths = mask.sum(-1)
+        vals: dict[int, list[float]] = {}
+        feeds: dict[tuple[int, tuple[int, ...]], list[int]] = {}  # (group, fed target tokens) -> its rows
+        with torch.inference_mode():
+            out = self.model(**kwargs)
+            cache = getattr(out, self._cache_arg)
+            first = out.logits[:, -1].float().log_softmax(-1)
+            for k, g in enumerate(groups):
+                for i in g:
+                    tgt = items[i][1]
+                    vals[i] = [first[k, tgt[0]].item()]
+                    if len(tgt) > 1:
+                        feeds.setdefault((k, tuple(tgt[:-1])), []).append(i)
+            del out, first
+            keys = sorted(feeds, key=lambda key: (len(key[1]), feeds[key][0]))
+
+            def cost(batch: list[int]) -> int:  # logit positions held: one per fed token, plus the first token's
+                return len(batch) * (max(len(keys[j][1]) for j in batch) + 1)
+
+            for batch in self._batches(list(range(len(keys))), cost):
+                sel = [keys[j] for j in batch]
+                width = max(len(fed) for _, fed in sel)
+                ids = torch.full((len(sel), width), self.pad_id, dtype=torch.long)
+                tmask = torch.zeros((len(sel), width), dtype=torch.long)
+                for r, (_, fed) in enumerate(sel):
+                    ids[r, : len(fed)] = torch.tensor(fed, dtype=torch.long)
+                    tmask[r, : len(fed)] = 1
+                src = torch.tensor([k for k, _ in sel], device=self.device)
+                positions = lengths[src][:, None] + torch.arange(width, device=self.device)[None, :]
+                if self.max_positions is not None:  # only right padding can pass the end; its outputs are unused
+                    positions = positions.clamp(max=self.max_positions - 1)
+                logits = self.model(
+                    input_ids=ids.to(self.device), attention_mask=torch.cat([mask[src], tmask.to(self.device)], -1),
+                    position_ids=positions, use_cache=True, **{self._cache_arg: _cache_rows(cache, src)},
+                ).logits  # fmt: skip
+                for r, key in enumerate(sel):
+                    lp = logits[r, : len(key[1])].float().log_softmax(-1)
+                    for i in feeds[key]:
+                        tail = torch.tensor(items[i][1][1:], device=lp.device)
+                        vals[i] += lp.gather(-1, tail[:, None]).squeeze(-1).tolist()
+                del logits
+        return {i: Scores(vals[i], [self.tokenizer.decode([t]) for t in items[i][1]]) for g in groups for i in g}
+
+
+def _cache_rows(cache: Any, rows: torch.Tensor) -> Any:
+    """A cache holding `rows` of `cache` in that order (repeats allowed), for one more forward pass; `cache`
+    itself is left as it was. Layers are copied shallowly: `batch_select_indices` gives each copy new tensors,
+    and dynamic layers grow by concatenation into new tensors, never in place."""
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+    out.batch_select_indices(rows)
+    return out
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
