@@ -123,6 +123,9 @@ class OpenAIChatModel:
         self.backoff_max_s = backoff_max_s
         self.max_retry_after_s = max_retry_after_s
         self.cache = DiskCache(cache_dir) if cache_dir is not None else None
+        # who answers, recorded with every sample (no key, no headers): generation refuses to mix records from two
+        self.meta: dict[str, Any] = {"backend": "openai", "model": model, "base_url": self.base_url,
+                                     "extra_body": self.extra_body}  # fmt: skip
         self._url = f"{self.base_url}/chat/completions"
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.timeout_s),
