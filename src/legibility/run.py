@@ -165,7 +165,10 @@ def _plain(x: Any) -> Any:
 def fingerprint(stage: Stage, cfg: ExperimentConfig, code: str) -> dict[str, Any]:
     """What the stage depends on, each part hashed, so `status` can say which part changed."""
     config = json.dumps(_plain(stage.sections(cfg)), sort_keys=True, default=str)
-    inputs = {str(p): _hash_path(p) for p in stage.inputs(cfg)}
+    run = _run_dir(cfg)
+    # run-folder files by their place in the folder, so a copied or moved run stays up to date
+    inputs = {(f"{{run_dir}}/{p.relative_to(run)}" if p.is_relative_to(run) else str(p)): _hash_path(p)
+              for p in stage.inputs(cfg)}  # fmt: skip
     return {"config": hashlib.sha256(config.encode()).hexdigest(), "code": code,
             "inputs": hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()}  # fmt: skip
 
@@ -270,7 +273,7 @@ def status(run_dir: str | Path, cfg: ExperimentConfig | None = None) -> list[dic
     if cfg is None and (run_dir / "config.yaml").is_file():
         from legibility.config import load_config
 
-        cfg = load_config(run_dir / "config.yaml")
+        cfg = load_config(run_dir / "config.yaml").model_copy(update={"run_dir": str(run_dir)})
     code = _code_hash()
     rows = []
     for stage in STAGE_LIST:

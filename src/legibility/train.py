@@ -518,7 +518,7 @@ def run_training(
             out / "summary.json",
             {
                 "global_step": step,
-                "train_metrics": result.metrics,
+                "train_metrics": result.metrics | _train_loss(history),
                 "initial_eval": initial_eval,
                 "final_eval": final_eval,
                 "loss_type": loss_type,
@@ -536,6 +536,18 @@ def run_training(
         )
     log.info("trained %d steps; adapter in %s", step, out / "adapter")
     return out
+
+
+def _train_loss(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The mean train loss over every step, from the log history a checkpoint restores: the trainer's own figure
+    covers only the steps since a resume. Each logged loss weighs by the steps it averages."""
+    total, prev, steps = 0.0, 0, 0
+    for e in history:
+        if "loss" in e and "step" in e and e["step"] > prev:
+            total += e["loss"] * (e["step"] - prev)
+            steps += e["step"] - prev
+            prev = e["step"]
+    return {"train_loss": total / steps} if steps else {}
 
 
 def _no_pairs(cfg: ExperimentConfig, path: Path, config_path: str | os.PathLike | None) -> str:
