@@ -142,9 +142,9 @@ def print_eval_summary(eval_dir: Any, summary: dict[str, Any], console: Console)
     if not tx.empty:
         short = {"n_items": "CoTs", "no_readers": "no rdr", "generator_wrong": "gen wrong", "too_hard": "hard",
                  "too_easy": "easy", "ANSWER_LEAKED": "LEAKED", "REASONING_LEGIBLE": "LEGIBLE",
-                 "ILLEGIBLE": "ILLEGIBLE"}  # fmt: skip
+                 "ILLEGIBLE": "ILLEG"}  # fmt: skip
         cols = [c for c in short if c in tx.columns]
-        t = Table("generator", *(short[c] for c in cols), title="taxonomy: filtered (in order), then labelled")
+        t = Table("gen", *(short[c] for c in cols), title="taxonomy: filtered (in order), then labelled")
         for r in tx.to_dict("records"):
             t.add_row(str(r["generator"]), *(str(r[c]) for c in cols))
         console.print(t)
