@@ -69,6 +69,7 @@ def test_demo_runs_every_stage_then_has_nothing_to_do(tmp_path: Path) -> None:
 
     # the console: tables and one short line a log; the metric dicts go to train/metrics.jsonl
     assert "eval  step 0/1: loss" in out and "train step 1/1: loss" in out and "pref acc" in out
+    assert "step 0: the base model's own preference" in out and "step 1: after training" in out
     assert "1 steps, train loss" in out and "report.html and report.md" in out
     assert not re.search(r"\{'\w+", out + r.stderr), "a raw dict reached the console"
     assert "demo finished in" in out and f"report: {run_dir / 'report.html'}" in out

@@ -102,6 +102,12 @@ def _train(cfg: ExperimentConfig, mode: str, console: Console) -> str:
         shutil.rmtree(out)  # a rerun by the runner (it made this folder): old checkpoints belong to another recipe
     out = train_from_config(cfg, resume=mode == "resume" and last_checkpoint(out) is not None)
     summary = json.loads((out / "summary.json").read_text())
+    from legibility.tables import print_eval_table
+
+    if summary.get("initial_eval"):
+        print_eval_table(summary["initial_eval"], console, "step 0: the base model's own preference")
+    if summary.get("final_eval"):
+        print_eval_table(summary["final_eval"], console, f"step {summary['global_step']}: after training")
     return f"{summary['global_step']} steps, train loss {summary['train_metrics']['train_loss']:.4f}"
 
 
