@@ -465,6 +465,9 @@ def judge_scores(j: pd.DataFrame, gens: Sequence[str]) -> bytes | None:
                 patch.set_facecolor(cmap[g])
                 patch.set_alpha(0.75)
             ax.set(title="illegibility mean (1-9)", ylim=(0.8, 9.2))
+            # Generator names such as "smollm2+adapter" collide side by side in a narrow panel.
+            for label in ax.get_xticklabels():
+                label.set(rotation=20, horizontalalignment="right")
             ax.grid(axis="x", visible=False)
         handles = [Patch(color=cmap[g], label=g) for g in gens]
         fig.legend(handles=handles, loc="outside upper center", ncol=len(gens))
