@@ -162,3 +162,14 @@ def test_auroc_clustered_by_trace_wider_than_iid():
 def test_auroc_rejects_one_sided_input():
     with pytest.raises(LegibilityError):
         auroc([1.0], [])
+
+
+def test_one_cluster_has_no_interval():
+    """One trace (or question) resampled gives every replicate equal to the estimate: a zero-width interval
+    would claim certainty, so the bounds are nan; two clusters already give a real interval."""
+    one = auroc_ci([3.0, 1.0, 2.0], [True, False, False], ["t", "t", "t"], n_boot=200)
+    assert one.auroc == 1.0 and np.isnan(one.low) and np.isnan(one.high)
+    mean = clustered_mean([1.0, 0.0, 1.0], ["q", "q", "q"], n_boot=200)
+    assert mean.estimate == pytest.approx(2 / 3) and np.isnan(mean.low) and np.isnan(mean.high)
+    two = auroc_ci([3.0, 1.0, 0.5, 2.0], [True, False, True, False], ["a", "a", "b", "b"], n_boot=200)
+    assert two.low < two.high

@@ -84,6 +84,9 @@ def test_html_content(runs: dict[str, Path]) -> None:
     assert "Legibility report: fab" in text
     assert "Numbers from a small model" in text  # the eval summary's note
     assert "0123456789abcdef0123456789abcdef01234567" in text  # git commit from provenance
+    rerun = text.split('<section id="rerun">', 1)[1]
+    assert "git checkout 0123456789abcdef0123456789abcdef01234567" in rerun
+    assert re.search(r"legibility run \S+config\.yaml --out \S+-rerun", rerun), rerun[:2000]
     assert "Moderate-Strong" in text and "background-color:#" in text  # validity table beside strengths, coloured
     assert "not run" not in text
 

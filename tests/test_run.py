@@ -350,6 +350,54 @@ def test_only_and_from_force_stages(done: Path, here: None) -> None:
     assert r.returncode == 2 and r.stderr == f"error: {done / 'nope'}: no such run folder\n"
 
 
+@pytest.mark.slow
+def test_an_adapter_trained_outside_the_runner_is_adopted_only_when_it_matches(
+    done: Path, here: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU recipe trains with `accelerate launch -m legibility.train`, then `legibility run` goes on: the runner
+    must take that adapter as its train stage when it matches, and never train over (delete) one that does not."""
+
+    def no(*a: object, **k: object) -> None:
+        raise AssertionError("the runner trained")
+
+    monkeypatch.setattr("legibility.train.train_from_config", no)
+    before = every_file(done)
+    (done / "stages" / "train.json").unlink()  # as after `accelerate launch`: the runner never ran train
+    for extra, kw, message in [
+        (["train.beta=0.5"], {}, "; its train differs from this config's"),
+        (["model=smollm2"], {}, "; its model differs from this config's"),  # another name for the same model
+        ([], {"only": "train"}, "--from/--only would train over it"),
+    ]:
+        with pytest.raises(LegibilityError, match=re.escape(f"{done / 'train'}: holds training the runner did not "
+                                                            "start") + ".*" + re.escape(message)):  # fmt: skip
+            run_here(config(done, *extra), **kw)
+        assert R.read_state(done, "train") is None
+    (done / "pairs" / "train.jsonl").write_bytes(before["pairs/train.jsonl"][0] + b"\n")
+    with pytest.raises(LegibilityError, match=r"on another train\.jsonl"):
+        run_here(config(done))  # pairs is up to date (its inputs did not change); its output did
+    data, mtime = before["pairs/train.jsonl"]
+    (done / "pairs" / "train.jsonl").write_bytes(data)
+    os.utime(done / "pairs" / "train.jsonl", ns=(mtime, mtime))  # the file as it was, for the comparison below
+
+    outcome, out = run_here(config(done))
+    assert outcome == {**dict.fromkeys(R.STAGES, "skipped"), "train": "adopted"}, out
+    assert "train: adopted: 2 steps trained outside the runner" in out
+    assert R.read_state(done, "train")["status"] == "done"
+    after = every_file(done)
+    assert {k: v for k, v in after.items() if k != "stages/train.json"} == {
+        k: v for k, v in before.items() if k != "stages/train.json"
+    }
+    outcome, out = run_here(config(done))
+    assert outcome == dict.fromkeys(R.STAGES, "skipped") and "nothing to do" in out
+
+    shutil.rmtree(done / "train" / "adapter")
+    (done / "train" / "summary.json").unlink()
+    (done / "stages" / "train.json").unlink()
+    with pytest.raises(LegibilityError, match=r"and no finished summary\.json; move it away to train here"):
+        run_here(config(done))
+    assert (done / "train" / "metrics.jsonl").is_file()  # nothing of it was deleted
+
+
 def test_a_copied_run_folder_keeps_its_fingerprints(tmp_path: Path) -> None:
     from legibility.config import load_config
     from legibility.run import STAGE_LIST, fingerprint

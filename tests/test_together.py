@@ -109,8 +109,8 @@ def test_missing_files(cfg):
         tg.submit(cfg2, dry_run=True)
 
 
-def test_submit_with_fake_client(cfg, monkeypatch):
-    """The real path, with the SDK client replaced: uploads both files, creates one job, stores no key."""
+def submit_with_fake_client(cfg, monkeypatch) -> tuple[dict, dict]:
+    """`tg.submit` with the SDK client replaced; returns (the calls it made, its result)."""
     import together
 
     calls: dict = {"uploads": []}
@@ -131,7 +131,12 @@ def test_submit_with_fake_client(cfg, monkeypatch):
 
     monkeypatch.setattr(together, "Together", FakeClient)
     monkeypatch.setenv("TOGETHER_API_KEY", FAKE_KEY)
-    result = tg.submit(cfg)
+    return calls, tg.submit(cfg)
+
+
+def test_submit_with_fake_client(cfg, monkeypatch):
+    """The real path, with the SDK client replaced: uploads both files, creates one job, stores no key."""
+    calls, result = submit_with_fake_client(cfg, monkeypatch)
     assert calls["key_ok"] and calls["uploads"] == ["together_train.jsonl", "together_val.jsonl"]
     assert calls["create"]["training_file"] == "file-1" and calls["create"]["validation_file"] == "file-2"
     assert result["job"]["id"] == "ft-1"
@@ -155,3 +160,28 @@ def test_local_only_options_are_listed(cfg):
     plain = cfg.model_copy(update={"train": cfg.train.model_copy(update={"trl": {}, "lora": {}})})
     bare = tg.submit(plain, dry_run=True)
     assert "warnings" not in bare and bare["request"] == result["request"]
+
+
+def test_the_runner_adopts_the_adapter_of_this_runs_job_only(cfg, monkeypatch):
+    """After `legibility train --backend together` and a download into train/adapter/, `legibility run` goes on
+    from that adapter, but not when the recipe or the pairs changed since the job was sent, and never trains over
+    it."""
+    from legibility.run import _adopt_train
+
+    run = Path(cfg.run_dir)
+    assert _adopt_train(cfg, False) is None  # nothing in train/: the runner trains
+    submit_with_fake_client(cfg, monkeypatch)
+    (run / "train" / "adapter").mkdir(parents=True)
+    (run / "train" / "adapter" / "adapter_config.json").write_text("{}")
+    assert _adopt_train(cfg, False) == "adopted: the adapter of Together job ft-1"
+    with pytest.raises(LegibilityError, match="--from/--only would train over it"):
+        _adopt_train(cfg, True)
+    other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"beta": 0.1, "learning_rate": 1e-5})})
+    with pytest.raises(LegibilityError, match=r"job.json: the job was sent with other settings \(dpo_beta, "
+                                              r"learning_rate\); move train/ away"):  # fmt: skip
+        _adopt_train(other, False)
+    with (run / "pairs" / "together_val.jsonl").open("a") as f:
+        f.write("\n")
+    with pytest.raises(LegibilityError, match=r"together_val\.jsonl changed since the job was sent"):
+        _adopt_train(cfg, False)
+    assert (run / "train" / "adapter" / "adapter_config.json").is_file()

@@ -60,6 +60,9 @@ class Stage:
     run: Callable[[ExperimentConfig, str, Console], str]
     """(cfg, mode, console) -> a one-line result; mode "fresh" (never run here), "resume" (interrupted, same
     fingerprint) or "rerun" (ran before with another fingerprint, or forced: its old outputs may go)."""
+    adopt: Callable[[ExperimentConfig, bool], str | None] | None = None
+    """(cfg, forced) -> a result for outputs made outside the runner that match this config, None when there are
+    none; raises when there are outputs it must not overwrite."""
 
 
 def _run_dir(cfg: ExperimentConfig) -> Path:
@@ -111,6 +114,41 @@ def _train(cfg: ExperimentConfig, mode: str, console: Console) -> str:
     return f"{summary['global_step']} steps, train loss {summary['train_metrics']['train_loss']:.4f}"
 
 
+def _adopt_train(cfg: ExperimentConfig, forced: bool) -> str | None:
+    """An adapter trained outside the runner (`accelerate launch -m legibility.train`, `legibility train`, or a
+    Together job's adapter downloaded into train/adapter/) counts as the train stage when it was trained with this
+    config's recipe on these exact pair files; anything else there is a one-line error, never overwritten: hours
+    of GPU training are not the runner's to delete."""
+    out = _run_dir(cfg) / "train"
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    why = f"{out}: holds training the runner did not start"
+    together = _run_dir(cfg) / "together" / "job.json"
+    if together.is_file() and (out / "adapter").is_dir() and not (out / "summary.json").exists():
+        if forced:
+            raise LegibilityError(f"{why}; --from/--only would train over it: move it away first")
+        from legibility.together import adopt
+
+        return adopt(cfg)  # downloaded from the Together job this run submitted
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        prov = summary["provenance"]
+    except (OSError, ValueError, KeyError):
+        raise LegibilityError(f"{why} and no finished summary.json; move it away to train here") from None
+    if forced:
+        raise LegibilityError(f"{why}; --from/--only would train over it: move it away first")
+    for section in ("model", "train"):
+        if prov["config"].get(section) != _plain(getattr(cfg, section)):
+            raise LegibilityError(f"{why}; its {section} differs from this config's: move it away or use its config")
+    files = {i["path"]: i["sha256"] for i in prov["inputs"]}
+    for path in [cfg.path(cfg.train.train_file)] + ([cfg.path(cfg.train.eval_file)] if cfg.train.eval_file else []):
+        if str(path) in files and files[str(path)] != _hash_path(path):
+            raise LegibilityError(f"{why}, on another {path.name}; move it away or rebuild those pairs")
+    if str(cfg.path(cfg.train.train_file)) not in files or not (out / "adapter").is_dir():
+        raise LegibilityError(f"{why}, on other pair files; move it away to train here")
+    return f"adopted: {summary['global_step']} steps trained outside the runner"
+
+
 def _generate(cfg: ExperimentConfig, mode: str, console: Console) -> str:
     from legibility.evaluate.generate import generate_stage
     from legibility.tables import print_generate_summary
@@ -150,7 +188,7 @@ STAGE_LIST: tuple[Stage, ...] = (
           lambda c: [Path(t.path) for t in c.data.traces] + _files("problems.jsonl")(c), _traces),
     Stage("pairs", lambda c: c.pairs, _files("traces.jsonl", "problems.jsonl"), _pairs),
     Stage("train", lambda c: (c.model, c.train), lambda c: [c.path(c.train.train_file)]
-          + ([c.path(c.train.eval_file)] if c.train.eval_file else []), _train),
+          + ([c.path(c.train.eval_file)] if c.train.eval_file else []), _train, _adopt_train),
     Stage("generate", lambda c: (c.model, c.generate), _files("problems.jsonl", "pairs/split.json", "train/adapter"),
           _generate),
     Stage("eval", lambda c: (c.model, c.readers, c.judges, c.metrics),
@@ -242,8 +280,15 @@ def run(
         why = ("forced (--from/--only)" if forced else f"after {cascade}" if cascade and not changed
                else "interrupted, resuming" if resume else ", ".join(changed) + " changed"
                if changed != ["never run"] else "never run")  # fmt: skip
-        console.print(Rule(f"{stage.name} ({why})"))
         p = _state_path(run_dir, stage.name)
+        if state is None and stage.adopt is not None and (adopted := stage.adopt(cfg, forced)) is not None:
+            write_json(p, {"status": "done", "fingerprint": fp, "seconds": 0.0, "result": adopted,
+                           "finished": time.time()})  # fmt: skip
+            outcome[stage.name] = "adopted"
+            results[stage.name] = (adopted, 0.0)
+            console.print(f"{stage.name}: {adopted}")
+            continue
+        console.print(Rule(f"{stage.name} ({why})"))
         write_json(p, {"status": "running", "fingerprint": fp, "started": time.time()})
         t = time.perf_counter()
         mode = "resume" if resume else "fresh" if state is None else "rerun"

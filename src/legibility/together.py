@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from legibility.config import TogetherConfig
 from legibility.errors import LegibilityError
+from legibility.provenance import sha256_file
 from legibility.records import iter_jsonl
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ def submit(cfg: ExperimentConfig, dry_run: bool = False) -> dict[str, Any]:
     request = build_request(cfg, val is not None)
     result: dict[str, Any] = {
         "files": {"training_file": str(train), "validation_file": str(val) if val else None},
+        # so that `legibility run` can tell whether a downloaded adapter was trained on today's pairs (`adopt`)
+        "sha256": {"training_file": sha256_file(train), "validation_file": sha256_file(val) if val else None},
         "request": request,
     }
     t = cfg.train
@@ -163,6 +166,28 @@ def submit(cfg: ExperimentConfig, dry_run: bool = False) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     return result
+
+
+def adopt(cfg: ExperimentConfig) -> str:
+    """The one-line result of the train stage for an adapter downloaded from this run's Together job into
+    `{run_dir}/train/adapter/`: the job's request must be the one this config builds today and its files must
+    hold today's bytes; anything else is a one-line error."""
+    job_path = cfg.path("{run_dir}/together/job.json")
+    try:
+        job = json.loads(job_path.read_text())
+        sent, files, hashes = job["request"], job["files"], job["sha256"]
+    except (OSError, ValueError, KeyError) as e:
+        raise LegibilityError(f"{job_path}: no record of a submitted job ({type(e).__name__}: {e})") from None
+    ids = ("training_file", "validation_file")
+    today = build_request(cfg, bool(files.get("validation_file")))
+    changed = sorted(k for k in today.keys() | sent.keys() if k not in ids and today.get(k) != sent.get(k))
+    if changed:
+        raise LegibilityError(f"{job_path}: the job was sent with other settings ({', '.join(changed)}); "
+                              "move train/ away or use the job's config")  # fmt: skip
+    for key in ids:
+        if files.get(key) and sha256_file(Path(files[key])) != hashes.get(key):
+            raise LegibilityError(f"{job_path}: {files[key]} changed since the job was sent; move train/ away")
+    return f"adopted: the adapter of Together job {job.get('job', {}).get('id', '?')}"
 
 
 def _redact(data: Any, secrets: list[str | None]) -> Any:

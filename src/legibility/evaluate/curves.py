@@ -138,7 +138,7 @@ def early_answering_curves(
             with np.errstate(invalid="ignore", divide="ignore"):
                 cb = (wt @ vals) / (wt @ known)
             reps.append(np.mean(cb[:, -1:] - cb, axis=1))
-        lo, hi = percentile_interval(np.concatenate(reps), level)
+        lo, hi = percentile_interval(np.concatenate(reps), level, g)
         out.append(GeneratorCurve(
             gen, fr, tuple(float(v) for v in curve), len(tid), area_over_curve(curve, fr), lo, hi,
             area_under_curve(curve, fr),

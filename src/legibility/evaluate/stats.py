@@ -107,11 +107,13 @@ def cluster_weights(n_clusters: int, n_boot: int, rng: np.random.Generator, rows
         done += b
 
 
-def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """The (1-level)/2 and (1+level)/2 percentiles of the finite replicates (nan when there are none)."""
+def percentile_interval(replicates: np.ndarray, level: float = LEVEL, n_clusters: int = 2) -> tuple[float, float]:
+    """The (1-level)/2 and (1+level)/2 percentiles of the finite replicates; nan when there are none, or when
+    fewer than 2 clusters were resampled (every replicate would be the estimate: a zero-width interval that
+    claims a certainty one trace or question cannot give)."""
     r = np.asarray(replicates, dtype=float)
     r = r[np.isfinite(r)]
-    if not len(r):
+    if not len(r) or n_clusters < 2:
         return float("nan"), float("nan")
     lo, hi = np.percentile(r, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
@@ -142,7 +144,7 @@ def clustered_mean(
     c, g = codes(clusters, len(v))
     sums, counts = np.bincount(c, weights=v, minlength=g), np.bincount(c, minlength=g).astype(float)
     reps = [w @ sums / (w @ counts) for w in cluster_weights(g, n_boot, _rng(seed))]
-    lo, hi = percentile_interval(np.concatenate(reps), level)
+    lo, hi = percentile_interval(np.concatenate(reps), level, g)
     return Interval(float(v.mean()), lo, hi, len(v), g, level)
 
 
@@ -237,7 +239,7 @@ def compare_paired(
     d = a - b
     rng = np.random.default_rng(seed)
     reps = np.concatenate([w @ d / len(d) for w in cluster_weights(len(d), n_boot, rng)])
-    lo, hi = percentile_interval(reps, level)
+    lo, hi = percentile_interval(reps, level, len(d))
     single = all(qa[q][1] == 1 and qb[q][1] == 1 for q in shared)
     discordant = None
     if test == "mcnemar" or (test == "auto" and single):
@@ -325,5 +327,5 @@ def auroc_ci(
         _weighted_auroc(hp, hn, w[:, c[ip]], w[:, c[ineg]])
         for w in cluster_weights(g, n_boot, _rng(seed), rows=len(s) + len(uniq))
     ]
-    lo, hi = percentile_interval(np.concatenate(reps), level)
+    lo, hi = percentile_interval(np.concatenate(reps), level, g)
     return AurocCI(point, lo, hi, int(pos.sum()), int((~pos).sum()), g, level)

@@ -381,22 +381,32 @@ def _validity(res: Any, gens: list[str]) -> Section:
     }
     transforms = sorted(strength, key=lambda t: (rank.get(strength[t] or "", len(rank)), t))
     by = {(r["metric"], r["transform"]): r for _, r in v.iterrows()}
-    rows: list[list[str | Cell]] = []
-    for t in transforms:
-        row: list[str | Cell] = [t, strength[t] or DASH]
-        for m in metrics:
-            r = by.get((m, t))
-            if r is None:
-                row.append(DASH)
-                continue
-            ci = f"[{fmt(r['low'])}, {fmt(r['high'])}]" if pd.notna(r["low"]) else None
-            row.append(Cell(fmt(r["auroc"]), _auroc_color(r["auroc"]), ci))
-        rows.append(row)
     s.add(
         Para(
             "AUROC of intact above corrupted for every metric (rows: the corruptions, strongest first by our "
             "reading of the reference's qualitative strengths). 1: separates as it should; 0.5: blind; below "
-            "0.5: backwards. Intervals resample whole traces."
+            "0.5: backwards. Intervals resample whole traces (none from a single trace)."
         )
     )
-    return s.add(Table(["transform", "reference strength", *metrics], rows, "AUROC [95% CI] per metric"))
+    # one table per model ("kind:model" metrics), at most 4 metric columns each: one table of every metric
+    # ran off the page and hid the reader's columns behind a scroll bar
+    owners: dict[str, list[str]] = {}
+    for m in metrics:
+        owners.setdefault(m.partition(":")[2] or m, []).append(m)
+    for owner, ms in owners.items():
+        for i in range(0, len(ms), 4):
+            cols = ms[i : i + 4]
+            rows: list[list[str | Cell]] = []
+            for t in transforms:
+                row: list[str | Cell] = [t, strength[t] or DASH]
+                for m in cols:
+                    r = by.get((m, t))
+                    if r is None:
+                        row.append(DASH)
+                        continue
+                    ci = f"[{fmt(r['low'])}, {fmt(r['high'])}]" if pd.notna(r["low"]) else None
+                    row.append(Cell(fmt(r["auroc"]), _auroc_color(r["auroc"]), ci))
+                rows.append(row)
+            heads = [m.partition(":")[0] if ":" in m else m for m in cols]
+            s.add(Table(["transform", "reference strength", *heads], rows, f"AUROC [95% CI] of {owner}'s metrics"))
+    return s

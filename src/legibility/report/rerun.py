@@ -66,17 +66,15 @@ def section(res: Any) -> Section:
         run = str(res.config.get("run_dir") or res.name)
         cfg = f"{run}/{cfg_file}" if cfg_file else "config.yaml"
         steps += [
-            f"legibility pairs build {run}/traces.jsonl --out {run}/pairs --config {cfg}",
-            f"legibility train {cfg}",
-            f"legibility generate {cfg}",
-            f"legibility eval {cfg}",
-            f"legibility report {run}",
+            f"legibility run {cfg} --out {run}-rerun  # every stage, into a new folder",
+            f"legibility status {run}  # this run: each stage's state, and what changed since it ran",
         ]
         s.add(
             Para(
-                "The stages in order, run from the repository root with the config below (its run_dir decides "
-                "where outputs go). The same config and seed rebuild byte-identical pair files; training and "
-                "generation on other hardware can differ in the last digits."
+                "Run from the repository root (the config's data paths are relative to it). The same config and "
+                "seed rebuild byte-identical pair files; training and generation on other hardware can differ in "
+                "the last digits. `--only STAGE` reruns one stage (problems, traces, pairs, train, generate, "
+                "eval, report)."
             ),
             Code("\n".join(steps), "commands"),
         )
