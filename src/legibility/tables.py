@@ -121,7 +121,7 @@ def print_eval_summary(eval_dir: Any, summary: dict[str, Any], console: Console)
             r.generator,
             r.benchmark,
             str(r.n),
-            f"{_pct(r.accuracy)} [{_pct(r.low)}, {_pct(r.high)}]",
+            _pct(r.accuracy) + ("" if r.low != r.low else f" [{_pct(r.low)}, {_pct(r.high)}]"),  # nan: 1 problem
             _pct(r.accuracy_strict),
         )
     console.print(t)
