@@ -114,6 +114,10 @@ def _train(cfg: ExperimentConfig, mode: str, console: Console) -> str:
     return f"{summary['global_step']} steps, train loss {summary['train_metrics']['train_loss']:.4f}"
 
 
+def _train_inputs(cfg: ExperimentConfig) -> list[Path]:
+    return [cfg.path(cfg.train.train_file)] + ([cfg.path(cfg.train.eval_file)] if cfg.train.eval_file else [])
+
+
 def _adopt_train(cfg: ExperimentConfig, forced: bool) -> str | None:
     """An adapter trained outside the runner (`accelerate launch -m legibility.train`, `legibility train`, or a
     Together job's adapter downloaded into train/adapter/) counts as the train stage when it was trained with this
@@ -123,10 +127,10 @@ def _adopt_train(cfg: ExperimentConfig, forced: bool) -> str | None:
     if not out.is_dir() or not any(out.iterdir()):
         return None
     why = f"{out}: holds training the runner did not start"
+    if forced:
+        raise LegibilityError(f"{why}; --from/--only would train over it: move it away first")
     together = _run_dir(cfg) / "together" / "job.json"
     if together.is_file() and (out / "adapter").is_dir() and not (out / "summary.json").exists():
-        if forced:
-            raise LegibilityError(f"{why}; --from/--only would train over it: move it away first")
         from legibility.together import adopt
 
         return adopt(cfg)  # downloaded from the Together job this run submitted
@@ -135,13 +139,11 @@ def _adopt_train(cfg: ExperimentConfig, forced: bool) -> str | None:
         prov = summary["provenance"]
     except (OSError, ValueError, KeyError):
         raise LegibilityError(f"{why} and no finished summary.json; move it away to train here") from None
-    if forced:
-        raise LegibilityError(f"{why}; --from/--only would train over it: move it away first")
     for section in ("model", "train"):
         if prov["config"].get(section) != _plain(getattr(cfg, section)):
             raise LegibilityError(f"{why}; its {section} differs from this config's: move it away or use its config")
     files = {i["path"]: i["sha256"] for i in prov["inputs"]}
-    for path in [cfg.path(cfg.train.train_file)] + ([cfg.path(cfg.train.eval_file)] if cfg.train.eval_file else []):
+    for path in _train_inputs(cfg):
         if str(path) in files and files[str(path)] != _hash_path(path):
             raise LegibilityError(f"{why}, on another {path.name}; move it away or rebuild those pairs")
     if str(cfg.path(cfg.train.train_file)) not in files or not (out / "adapter").is_dir():
@@ -187,8 +189,7 @@ STAGE_LIST: tuple[Stage, ...] = (
     Stage("traces", lambda c: c.data.traces,
           lambda c: [Path(t.path) for t in c.data.traces] + _files("problems.jsonl")(c), _traces),
     Stage("pairs", lambda c: c.pairs, _files("traces.jsonl", "problems.jsonl"), _pairs),
-    Stage("train", lambda c: (c.model, c.train), lambda c: [c.path(c.train.train_file)]
-          + ([c.path(c.train.eval_file)] if c.train.eval_file else []), _train, _adopt_train),
+    Stage("train", lambda c: (c.model, c.train), _train_inputs, _train, _adopt_train),
     Stage("generate", lambda c: (c.model, c.generate), _files("problems.jsonl", "pairs/split.json", "train/adapter"),
           _generate),
     Stage("eval", lambda c: (c.model, c.readers, c.judges, c.metrics),

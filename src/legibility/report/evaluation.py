@@ -407,6 +407,6 @@ def _validity(res: Any, gens: list[str]) -> Section:
                     ci = f"[{fmt(r['low'])}, {fmt(r['high'])}]" if pd.notna(r["low"]) else None
                     row.append(Cell(fmt(r["auroc"]), _auroc_color(r["auroc"]), ci))
                 rows.append(row)
-            heads = [m.partition(":")[0] if ":" in m else m for m in cols]
+            heads = [m.partition(":")[0] for m in cols]
             s.add(Table(["transform", "reference strength", *heads], rows, f"AUROC [95% CI] of {owner}'s metrics"))
     return s
