@@ -56,14 +56,15 @@ def test_filters_in_order_with_sequential_and_standalone_counts():
     ]
     r = classify(items)
     assert tuple(r.filter_counts) == FILTERS
-    assert r.filter_counts == {"no_readers": 1, "generator_wrong": 2, "too_hard": 1, "too_easy": 1}
-    assert r.filter_alone == {"no_readers": 1, "generator_wrong": 2, "too_hard": 1, "too_easy": 2}
+    zero = {"generator_undecided": 0, "leak_unknown": 0}
+    assert r.filter_counts == {"no_readers": 1, "generator_wrong": 2, "too_hard": 1, "too_easy": 1, **zero}
+    assert r.filter_alone == {"no_readers": 1, "generator_wrong": 2, "too_hard": 1, "too_easy": 2, **zero}
     assert r.label_counts == {"ANSWER_LEAKED": 1, "REASONING_LEGIBLE": 1, "ILLEGIBLE": 1}
     assert (r.n_items, r.n_labelled) == (8, 3)
     by_id = {x.item_id: x for x in r.items}
     assert by_id["both"].filtered_by == "generator_wrong"
     assert by_id["both"].filters_hit == ("generator_wrong", "too_easy")
-    assert by_id["hard"].label is None and by_id["hard"].votes.c1 == (1, 3)
+    assert by_id["hard"].label is None and by_id["hard"].votes.c1 == (1, 3, 3)
     assert r.rates()["REASONING_LEGIBLE"] == pytest.approx(1 / 3)
 
 
@@ -94,15 +95,56 @@ def test_leak_detector_readers_never_vote():
     rs = [reader("r0", True, True, False), reader("r1", True, False, False)]
     rs += [reader(f"judge{k}", False, True, True, role="leak_detector") for k in range(5)]
     lab = label_item(item("x", rs))
-    assert lab.votes.c1 == (2, 2) and lab.votes.c4 == (0, 2)
+    assert lab.votes.c1 == (2, 2, 2) and lab.votes.c4 == (0, 2, 2)
     assert lab.label is Label.ILLEGIBLE  # 1 of 2 pass C2
 
 
 def test_missing_conditions_leave_the_denominator():
     rs = [reader("r0", None, True, None), reader("r1", True, True, None), reader("r2", False, False, False)]
     lab = label_item(item("x", rs))
-    assert (lab.votes.c1, lab.votes.c2, lab.votes.c4) == ((1, 2), (2, 3), (0, 1))
+    assert (lab.votes.c1, lab.votes.c2, lab.votes.c4) == ((1, 2, 2), (2, 3, 3), (0, 1, 1))
     assert lab.label is Label.REASONING_LEGIBLE  # C1: 1 of 2 fail is a tie, not too hard
+
+
+def test_a_failed_leak_check_is_its_own_filter_never_not_leaked():
+    # no detector gave a verdict: the item would be REASONING_LEGIBLE if "no verdict" meant "no leak"
+    unknown = plain("unknown", (True, True, True), leak=None)
+    lab = label_item(unknown)
+    assert (lab.label, lab.filtered_by, lab.filters_hit) == (None, "leak_unknown", ("leak_unknown",))
+    r = classify(
+        [
+            unknown,
+            plain("leg", (True, True, False)),
+            plain("wrong", (True, True, True), generator_correct=False, leak=None),
+        ]
+    )
+    assert r.filter_counts["leak_unknown"] == 1 and r.filter_alone["leak_unknown"] == 2
+    assert r.label_counts == {"ANSWER_LEAKED": 0, "REASONING_LEGIBLE": 1, "ILLEGIBLE": 0}
+    assert FILTERS.index("leak_unknown") == len(FILTERS) - 1  # the last filter: items others remove count there
+
+
+def test_an_undecided_generator_grade_is_its_own_filter_not_wrong():
+    r = classify([plain("undecided", (True, True, True), generator_correct=None)])
+    assert r.items[0].filtered_by == "generator_undecided"
+    assert (r.filter_counts["generator_undecided"], r.filter_counts["generator_wrong"]) == (1, 0)
+
+
+def test_the_majority_is_of_the_readers_asked_a_failure_does_not_pass():
+    # four readers asked C2; two could not read the CoT (too long for their context): their reading failed.
+    asked = frozenset({"c1", "c2", "c4"})
+    rs = [reader(f"r{k}", True, True, False, asked=asked) for k in range(2)]
+    rs += [reader(f"short{k}", True, None, False, asked=asked) for k in range(2)]
+    lab = label_item(item("long", rs))
+    assert lab.votes.c2 == (2, 2, 4)
+    assert lab.label is Label.ILLEGIBLE  # 2 of 4 asked, not 2 of the 2 that answered
+    # a reader never asked C2 (condition not run) stays out of the denominator
+    rs[2:] = [reader(f"short{k}", True, None, False, asked=frozenset({"c1", "c4"})) for k in range(2)]
+    assert label_item(item("short", rs)).label is Label.REASONING_LEGIBLE
+    # failures of C1 count as not passing it: 1 of 3 solved -> too hard
+    hard = [reader("a", True, True, False, asked=asked)] + [
+        reader(f"f{k}", None, True, False, asked=asked) for k in range(2)
+    ]
+    assert label_item(item("hard", hard)).filtered_by == "too_hard"
 
 
 def test_reader_uplift_by_hand():

@@ -121,7 +121,8 @@ class Reading(Record):
     answer: str | None = None  # the answer read from the reader's reply (leak: "yes"/"no")
     correct: bool | None = None  # flexible verdict (leak: the detector fired)
     correct_strict: bool | None = None
-    uplift: float | None = None  # log p(gold | question, CoT) - log p(gold | question), nats
+    agrees: bool | None = None  # early answering: the reply states the generator's own final answer (None: unknown)
+    uplift: float | None = None  # log p(gold | C2 with the CoT) - log p(gold | C2 with an empty CoT), nats
     surprisal: float | None = None  # mean per-token surprisal of the CoT given the question, nats
     text: str = ""  # the reader's raw reply
     error: str | None = None

@@ -200,7 +200,7 @@ def eval_stage(cfg: ExperimentConfig, pool: ModelPool | None = None, progress: b
     tables = {
         "accuracy": accuracy_table(gens, m.n_boot, m.seed),
         "paired": _paired(gens, gen_names, m.n_boot, m.seed),
-        "readers": S.readers_table(readings, m.n_boot, m.seed),
+        "readers": S.readers_table(readings, items, m.n_boot, m.seed),
         "uplift": S.uplift_table(outcomes, readings),
         "taxonomy": taxonomy,
         "curves": curves,

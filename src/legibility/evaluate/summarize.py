@@ -19,13 +19,17 @@ from legibility.evaluate import agreement, curves, stats, taxonomy, validity
 from legibility.evaluate.items import EvalItem
 from legibility.records import Judgement, Reading
 
-READERS_COLUMNS = ["reader", "condition", "generator", "n", "accuracy", "low", "high", "failed"]
+SUBSETS = ("gen_right", "no_leak")
+"""CoT subsets reported beside "all": the generator's answer was right; the leak detectors said NO."""
+READERS_COLUMNS = ["reader", "condition", "generator", "n", "accuracy", "low", "high", "failed",
+                   *(f"{k}_{sub}" for sub in SUBSETS for k in ("n", "acc", "low", "high"))]  # fmt: skip
 UPLIFT_COLUMNS = ["reader", "generator", "n", "p_c2", "p_c4", "uplift", "p_c2_given_c4_right",
-                  "p_c2_given_c4_wrong", "answer_uplift", "surprisal"]  # fmt: skip
+                  "p_c2_given_c4_wrong", "answer_uplift", "surprisal", "n_no_leak", "uplift_no_leak",
+                  "answer_uplift_no_leak"]  # fmt: skip
 TAXONOMY_COLUMNS = ["generator", "n_items", *taxonomy.FILTERS, *(lab.value for lab in taxonomy.Label)]
-CURVES_COLUMNS = ["generator", "reader", "fraction", "accuracy", "uplift", "n"]
-AOC_COLUMNS = ["generator", "reader", "aoc", "low", "high", "auc", "n_traces"]
-PREFIX_COLUMNS = ["generator", "judge", "reader", "n", "n_cut", "acc_full", "acc_prefix"]
+CURVES_COLUMNS = ["generator", "reader", "cots", "fraction", "accuracy", "agreement", "uplift", "n", "n_agreement"]
+AOC_COLUMNS = ["generator", "reader", "cots", "measure", "aoc", "low", "high", "auc", "n_traces"]
+PREFIX_COLUMNS = ["generator", "judge", "reader", "n", "n_cut", "failed", "acc_full", "acc_prefix"]
 VALIDITY_COLUMNS = ["metric", "transform", "strength", "auroc", "low", "high", "paired_win_rate", "n_traces",
                     "n_corrupted"]  # fmt: skip
 AGREEMENT_COLUMNS = ["kind", "a", "b", "value", "n"]
@@ -44,9 +48,27 @@ def generated(r: Reading) -> bool:
 # ------------------------------------------------------------------------------------------------ readers
 
 
-def readers_table(readings: Sequence[Reading], n_boot: int, seed: int) -> pd.DataFrame:
+def _accuracy_cells(rs: Sequence[Reading], n_boot: int, seed: Any, suffix: str = "") -> dict[str, Any]:
+    """n, accuracy and its question-clustered interval over the readings with a verdict."""
+    ok = [r for r in rs if r.correct is not None]
+    row: dict[str, Any] = {f"n{suffix}": len(ok)}
+    if ok:
+        iv = stats.clustered_mean([float(bool(r.correct)) for r in ok], [r.problem_id for r in ok], n_boot=n_boot,
+                                  seed=seed)  # fmt: skip
+        row |= {f"{'acc' if suffix else 'accuracy'}{suffix}": iv.estimate, f"low{suffix}": iv.low,
+                f"high{suffix}": iv.high}  # fmt: skip
+    return row
+
+
+def readers_table(readings: Sequence[Reading], items: Sequence[EvalItem], n_boot: int, seed: int) -> pd.DataFrame:
     """Reader accuracy per reader x condition (x generator for C2), question-clustered 95% intervals; failed
-    readings are counted, never scored. Only intact CoTs (the validity copies have their own table)."""
+    readings are counted, never scored. Only intact CoTs (the validity copies have their own table).
+
+    C2 rows also give the accuracy on the CoTs whose generator was right (`*_gen_right`: a reader cannot recover
+    a right answer from a wrong CoT, so over every CoT reader accuracy moves with task accuracy by construction)
+    and on the CoTs the leak detectors cleared (`*_no_leak`: a leaked answer is copied, not read)."""
+    right = {it.id for it in items if it.correct is True}
+    leaks = leak_verdicts(readings)
     groups: dict[tuple[str, str, str], list[Reading]] = defaultdict(list)
     for r in readings:
         if r.role != "reasoning_reader" or r.condition not in ("c1", "c2", "c2_prefill", "c4"):
@@ -56,19 +78,35 @@ def readers_table(readings: Sequence[Reading], n_boot: int, seed: int) -> pd.Dat
         groups[(r.reader, r.condition, r.generator or "")].append(r)
     rows = []
     for k, ((reader, cond, gen), rs) in enumerate(sorted(groups.items())):
-        ok = [r for r in rs if r.correct is not None]
-        row = {"reader": reader, "condition": cond, "generator": gen, "n": len(ok), "failed": len(rs) - len(ok)}
-        if ok:
-            iv = stats.clustered_mean([float(bool(r.correct)) for r in ok], [r.problem_id for r in ok],
-                                      n_boot=n_boot, seed=np.random.default_rng([seed, k]))  # fmt: skip
-            row |= {"accuracy": iv.estimate, "low": iv.low, "high": iv.high}
+        row = {"reader": reader, "condition": cond, "generator": gen, "failed": sum(r.correct is None for r in rs)}
+        row |= _accuracy_cells(rs, n_boot, np.random.default_rng([seed, k]))
+        if cond in ("c2", "c2_prefill"):
+            subsets = {"gen_right": [r for r in rs if r.item_id in right],
+                       "no_leak": [r for r in rs if leaks.get(r.item_id or "") is False]}  # fmt: skip
+            for j, (sub, part) in enumerate(subsets.items(), 1):
+                row |= _accuracy_cells(part, n_boot, np.random.default_rng([seed, k, j]), f"_{sub}")
         rows.append(row)
     return _frame(rows, READERS_COLUMNS)
 
 
+def leak_verdicts(readings: Sequence[Reading]) -> dict[str, bool | None]:
+    """Per item the leak detectors read: True when a strict majority of the detectors with a verdict say it
+    leaks, False when not, None when none gave a verdict (every check failed: unknown, never "no leak")."""
+    got: dict[str, list[bool | None]] = defaultdict(list)
+    for r in readings:
+        if r.condition == "leak" and r.item_id is not None:
+            got[r.item_id].append(r.correct)
+    out: dict[str, bool | None] = {}
+    for item_id, fired in got.items():
+        known = [f for f in fired if f is not None]
+        out[item_id] = taxonomy.majority(sum(known), len(known)) if known else None
+    return out
+
+
 def item_outcomes(items: Sequence[EvalItem], readings: Sequence[Reading]) -> list[taxonomy.ItemOutcome]:
-    """Protocol v3 inputs per generated CoT: C1/C4 per (reader, problem), C2 per (reader, item), the leak
-    detectors' verdicts (fires when most detectors with a verdict say so)."""
+    """Protocol v3 inputs per generated CoT: C1/C4 per (reader, problem), C2 per (reader, item), which conditions
+    each reader was asked (a reading exists, failed or not), and the leak detectors' verdict (`leak_verdicts`;
+    None, unknown, when no detector gave one or none ran)."""
     per_problem: dict[tuple[str, str, str], Reading] = {}
     per_item: dict[tuple[str, str, str], Reading] = {}
     roles: dict[str, str] = {}
@@ -76,10 +114,10 @@ def item_outcomes(items: Sequence[EvalItem], readings: Sequence[Reading]) -> lis
         roles[r.reader] = r.role
         if r.condition in ("c1", "c4"):
             per_problem[(r.reader, r.condition, r.problem_id)] = r
-        elif r.condition in ("c2", "leak") and r.item_id is not None:
+        elif r.condition == "c2" and r.item_id is not None:
             per_item[(r.reader, r.condition, r.item_id)] = r
     reasoning = sorted(n for n, role in roles.items() if role == "reasoning_reader")
-    detectors = sorted(n for n, role in roles.items() if role == "leak_detector")
+    leaks = leak_verdicts(readings)
     out = []
     for it in items:
         outs = []
@@ -87,14 +125,13 @@ def item_outcomes(items: Sequence[EvalItem], readings: Sequence[Reading]) -> lis
             c1 = per_problem.get((name, "c1", it.problem.id))
             c4 = per_problem.get((name, "c4", it.problem.id))
             c2 = per_item.get((name, "c2", it.id))
+            asked = frozenset(k for k, r in (("c1", c1), ("c2", c2), ("c4", c4)) if r is not None)
             outs.append(taxonomy.ReaderOutcome(
                 name, c1.correct if c1 else None, c2.correct if c2 else None, c4.correct if c4 else None,
-                c2.answer if c2 else None, c4.answer if c4 else None,
+                c2.answer if c2 else None, c4.answer if c4 else None, asked=asked,  # type: ignore[arg-type]
             ))  # fmt: skip
-        fired = [per_item[(d, "leak", it.id)].correct for d in detectors if (d, "leak", it.id) in per_item]
-        known = [f for f in fired if f is not None]
-        leak = taxonomy.majority(sum(bool(f) for f in known), len(known))
-        out.append(taxonomy.ItemOutcome(it.id, bool(it.correct), leak, tuple(outs), it.generator, it.problem.id))
+        out.append(taxonomy.ItemOutcome(it.id, it.correct, leaks.get(it.id), tuple(outs), it.generator,
+                                        it.problem.id))  # fmt: skip
     return out
 
 
@@ -120,22 +157,28 @@ def taxonomy_tables(outcomes: Sequence[taxonomy.ItemOutcome]) -> tuple[pd.DataFr
 
 def uplift_table(outcomes: Sequence[taxonomy.ItemOutcome], readings: Sequence[Reading]) -> pd.DataFrame:
     """Per reader x generator: C2 over C4 (a C2 pass whose answer equals the C4 answer is a pass, not a fail),
-    and the mean continuous measures (answer uplift and CoT surprisal, nats) on intact generated CoTs."""
+    and the mean continuous measures (answer uplift and CoT surprisal, nats) on intact generated CoTs; over all
+    CoTs and, `*_no_leak`, over the CoTs the leak detectors cleared."""
     cont: dict[tuple[str, str], list[Reading]] = defaultdict(list)
     for r in readings:
         if r.condition == "c2" and r.item_id is not None and generated(r):
             cont[(r.reader, r.generator or "")].append(r)
+    clean = {o.item_id for o in outcomes if o.leak_detected is False}
     by_gen: dict[str, list[taxonomy.ItemOutcome]] = defaultdict(list)
     for o in outcomes:
         by_gen[o.generator or ""].append(o)
     rows = []
     for gen, group in [*sorted(by_gen.items()), ("all", list(outcomes))]:
+        unleaked = taxonomy.reader_uplift([o for o in group if o.item_id in clean])
         for name, u in taxonomy.reader_uplift(group).items():
             rs = [r for (rd, g), v in cont.items() if rd == name and (gen == "all" or g == gen) for r in v]
+            nl = unleaked.get(name)
             rows.append({
                 "reader": name, "generator": gen, "n": u.n, "p_c2": u.p_c2, "p_c4": u.p_c4, "uplift": u.uplift,
                 "p_c2_given_c4_right": u.p_c2_given_c4_right, "p_c2_given_c4_wrong": u.p_c2_given_c4_wrong,
                 "answer_uplift": _mean(r.uplift for r in rs), "surprisal": _mean(r.surprisal for r in rs),
+                "n_no_leak": nl.n if nl else 0, "uplift_no_leak": nl.uplift if nl else math.nan,
+                "answer_uplift_no_leak": _mean(r.uplift for r in rs if r.item_id in clean),
             })  # fmt: skip
     return _frame(rows, UPLIFT_COLUMNS)
 
@@ -150,42 +193,77 @@ def _mean(values: Iterable[float | None]) -> float:
 
 def curve_tables(readings: Sequence[Reading], fractions: Sequence[float], n_boot: int, seed: int
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    """Early answering on generated CoTs: accuracy and mean uplift per cut, per generator x reader; AOC with a
-    question-clustered interval."""
+    """Early answering on generated CoTs, per generator x reader x CoT subset ("all", and "no_leak": the leak
+    detectors said NO): per cut the accuracy against gold, the agreement with the generator's own final answer
+    (Lanham's variant; CoTs with no stated answer left out) and the mean uplift; the AOC of each curve
+    (`measure` "gold" / "own_answer") with a question-clustered interval."""
     early = [r for r in readings if r.condition == "early" and generated(r) and r.correct is not None]
+    leaks = leak_verdicts(readings)
+    fr = [float(f) for f in fractions]
     rows, aocs = [], []
     for reader in sorted({r.reader for r in early}):
-        mine = [r for r in early if r.reader == reader]
-        answers = [curves.EarlyAnswer(r.generator or "", r.item_id or "", float(r.fraction or 0.0), bool(r.correct),
-                                      r.problem_id) for r in mine]  # fmt: skip
-        fr = sorted({a.fraction for a in answers})
-        if not set(fr) >= {float(f) for f in fractions}:
-            continue
-        for c in curves.early_answering_curves(answers, [float(f) for f in fractions], n_boot=n_boot, seed=seed):
-            aocs.append({"generator": c.generator, "reader": reader, "aoc": c.aoc, "low": c.aoc_low,
-                         "high": c.aoc_high, "auc": c.auc, "n_traces": c.n_traces})  # fmt: skip
-            for f, acc in zip(c.fractions, c.accuracy, strict=True):
-                at = [r for r in mine if r.generator == c.generator and float(r.fraction or 0.0) == f]
-                rows.append({"generator": c.generator, "reader": reader, "fraction": f, "accuracy": acc,
-                             "uplift": _mean(r.uplift for r in at), "n": len(at)})  # fmt: skip
+        for cots in ("all", "no_leak"):
+            mine = [r for r in early if r.reader == reader and (cots == "all" or leaks.get(r.item_id or "") is False)]
+            curves_by: dict[str, dict[str, curves.GeneratorCurve]] = defaultdict(dict)
+            for measure, attr in (("gold", "correct"), ("own_answer", "agrees")):
+                answers = [
+                    curves.EarlyAnswer(
+                        r.generator or "",
+                        r.item_id or "",
+                        float(r.fraction or 0.0),
+                        bool(getattr(r, attr)),
+                        r.problem_id,
+                    )
+                    for r in mine
+                    if getattr(r, attr) is not None
+                ]
+                answers = [a for a in answers if _has_every_cut(answers, a.generator, fr)]  # fmt: skip
+                for c in curves.early_answering_curves(answers, fr, n_boot=n_boot, seed=seed):
+                    curves_by[c.generator][measure] = c
+                    aocs.append({"generator": c.generator, "reader": reader, "cots": cots, "measure": measure,
+                                 "aoc": c.aoc, "low": c.aoc_low, "high": c.aoc_high, "auc": c.auc,
+                                 "n_traces": c.n_traces})  # fmt: skip
+            for gen, got in sorted(curves_by.items()):
+                gold, own = got.get("gold"), got.get("own_answer")
+                for j, f in enumerate(fr):
+                    at = [r for r in mine if r.generator == gen and float(r.fraction or 0.0) == f]
+                    rows.append({"generator": gen, "reader": reader, "cots": cots, "fraction": f,
+                                 "accuracy": gold.accuracy[j] if gold else math.nan,
+                                 "agreement": own.accuracy[j] if own else math.nan,
+                                 "uplift": _mean(r.uplift for r in at), "n": len(at),
+                                 "n_agreement": sum(r.agrees is not None for r in at)})  # fmt: skip
     return _frame(rows, CURVES_COLUMNS), _frame(aocs, AOC_COLUMNS)
+
+
+def _has_every_cut(answers: Sequence[curves.EarlyAnswer], generator: str, fractions: Sequence[float]) -> bool:
+    """Does this generator have an answer at every cut (a curve needs them all)?"""
+    return {a.fraction for a in answers if a.generator == generator} >= set(fractions)
 
 
 def prefix_table(readings: Sequence[Reading], prefix_meta: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """The legible-prefix ablation: accuracy with the whole (masked) CoT vs cut at the first chunk the judge
-    scores illegible, per generator; `prefix_meta[item_id]` = {judge, reader, cut: bool}."""
-    full = {(r.reader, r.item_id): r for r in readings if r.condition == "c2" and r.correct is not None}
-    pref = {(r.reader, r.item_id): r for r in readings if r.condition == "prefix" and r.correct is not None}
+    scores illegible, per generator; `prefix_meta[item_id]` = {judge, reader, cut: bool}. A CoT whose prefix
+    reading failed (or whose whole-CoT reading did) is dropped and counted in `failed`, never given the other's
+    verdict."""
+    full = {(r.reader, r.item_id): r for r in readings if r.condition == "c2"}
+    pref = {(r.reader, r.item_id): r for r in readings if r.condition == "prefix"}
     groups: dict[tuple[str, str, str], list[tuple[bool, bool, bool]]] = defaultdict(list)
-    for item_id, m in prefix_meta.items():
+    failed: dict[tuple[str, str, str], int] = defaultdict(int)
+    for item_id, m in sorted(prefix_meta.items()):
         f = full.get((m["reader"], item_id))
         if f is None:
             continue
-        p = pref.get((m["reader"], item_id), f) if m["cut"] else f
-        groups[(f.generator or "", m["judge"], m["reader"])].append((bool(f.correct), bool(p.correct), m["cut"]))
+        key = (f.generator or "", m["judge"], m["reader"])
+        p = pref.get((m["reader"], item_id)) if m["cut"] else f
+        if f.correct is None or p is None or p.correct is None:
+            failed[key] += 1
+            continue
+        groups[key].append((bool(f.correct), bool(p.correct), m["cut"]))
     rows = [{"generator": g, "judge": j, "reader": r, "n": len(v), "n_cut": sum(c for _, _, c in v),
-             "acc_full": float(np.mean([a for a, _, _ in v])), "acc_prefix": float(np.mean([b for _, b, _ in v]))}
-            for (g, j, r), v in sorted(groups.items())]  # fmt: skip
+             "failed": failed.get((g, j, r), 0),
+             "acc_full": float(np.mean([a for a, _, _ in v])) if v else math.nan,
+             "acc_prefix": float(np.mean([b for _, b, _ in v])) if v else math.nan}
+            for (g, j, r), v in sorted({k: groups.get(k, []) for k in {*groups, *failed}}.items())]  # fmt: skip
     return _frame(rows, PREFIX_COLUMNS)
 
 

@@ -3,19 +3,26 @@
 Reader conditions: C1, the reader solves the question with its own CoT; C2, it is handed the generator's
 CoT (answer masked, `masking.py`) and asked for the final answer; C4, it answers with no CoT.
 
-Filters, applied in this order; an item is counted under the first that removes it (`filter_counts`),
+Filters (`FILTERS`), applied in this order; an item is counted under the first that removes it (`filter_counts`),
 and each filter's count on its own, over every item, is reported too (`filter_alone`):
-1. "no_readers":       no reasoning reader has a C2 verdict (nothing to label);
-2. "generator_wrong":  the generator's own answer was wrong (a wrong CoT cannot be legible to the answer);
-3. "too_hard":         a strict majority of the reasoning readers with a C1 verdict fail C1;
-4. "too_easy":         a strict majority of the reasoning readers with a C4 verdict pass C4 (this is what
-                       handles readers who already knew the answer).
+1. "no_readers":          no reasoning reader gave a C2 verdict (nothing to label);
+2. "generator_undecided": the generator's own answer could not be graded (a math-verify timeout): not "wrong";
+3. "generator_wrong":     the generator's own answer was wrong (a wrong CoT cannot be legible to the answer);
+4. "too_hard":            a strict majority of the reasoning readers asked C1 do not pass it;
+5. "too_easy":            a strict majority of the reasoning readers asked C4 pass it (this is what handles
+                          readers who already knew the answer);
+6. "leak_unknown":        no leak detector gave a verdict (every check failed, or none was run): whether the
+                          answer leaked is unknown, so the item can be neither ANSWER_LEAKED nor cleared of it.
 Labels of the rest: ANSWER_LEAKED if the leak detector fired; else REASONING_LEGIBLE if a strict majority
-of the reasoning readers with a C2 verdict pass C2; else ILLEGIBLE.
+of the reasoning readers asked C2 pass C2; else ILLEGIBLE.
 
-"Most" is a strict majority of the readers with a verdict in that condition: 2 of 4 is not most, so a tie
-neither filters an item nor makes it legible. Readers with role "leak_detector" never count in a majority:
-their reads feed the item's `leak_detected` upstream, and they appear only in the uplift report.
+"Most" is a strict majority of the readers ASKED in that condition (a reading exists for them, failed or not):
+a reader that could not read (a failed request, a reply cut off, a CoT longer than its context) counts in the
+denominator and does not pass. So the bar does not drop when a short-context reader falls out on long CoTs,
+and 2 of 4 is not most: a tie neither filters an item nor makes it legible. A condition not run for a reader
+(no reading at all) leaves that reader out of that condition's denominator. Readers with role "leak_detector"
+never count in a majority: their reads feed the item's `leak_detected` upstream, and they appear only in the
+uplift report.
 
 The C2-vs-C4 rule: a reader whose C2 answer is right PASSES C2, even when its C2 answer equals its C4
 answer. The reference counted such a reader as failing, which turned easy items into "illegible"; here
@@ -39,13 +46,17 @@ class Label(StrEnum):
     ILLEGIBLE = "ILLEGIBLE"
 
 
-FILTERS = ("no_readers", "generator_wrong", "too_hard", "too_easy")
-"""The filters in the order they apply."""
+FILTERS = ("no_readers", "generator_undecided", "generator_wrong", "too_hard", "too_easy", "leak_unknown")
+"""The filters in the order they apply (see the module docstring)."""
+
+Condition = Literal["c1", "c2", "c4"]
 
 
 @dataclass(frozen=True)
 class ReaderOutcome:
-    """One reader on one item; a condition not run is None (it then does not count in that majority)."""
+    """One reader on one item. A verdict is None when the condition was not run or the reading failed; `asked`
+    names the conditions the reader was asked (a reading exists), so a failure still counts in the denominator.
+    `asked` None: every condition with a verdict (an outcome built by hand, with no failures)."""
 
     reader: str
     c1_correct: bool | None = None
@@ -54,6 +65,12 @@ class ReaderOutcome:
     c2_answer: str | None = None
     c4_answer: str | None = None
     role: Role = "reasoning_reader"
+    asked: frozenset[Condition] | None = None
+
+    def was_asked(self, condition: Condition) -> bool:
+        if self.asked is None:
+            return getattr(self, f"{condition}_correct") is not None
+        return condition in self.asked
 
 
 @dataclass(frozen=True)
@@ -61,8 +78,8 @@ class ItemOutcome:
     """One generator CoT (a trace) and every reader's outcome on it."""
 
     item_id: str
-    generator_correct: bool
-    leak_detected: bool
+    generator_correct: bool | None  # None: the grade was undecided
+    leak_detected: bool | None  # None: no leak detector gave a verdict
     readers: tuple[ReaderOutcome, ...]
     generator: str | None = None
     problem_id: str | None = None
@@ -70,11 +87,11 @@ class ItemOutcome:
 
 @dataclass(frozen=True)
 class Votes:
-    """Passes and verdicts among the reasoning readers, per condition."""
+    """Among the reasoning readers, per condition: (passed, with a verdict, asked)."""
 
-    c1: tuple[int, int]  # (passed, with a verdict)
-    c2: tuple[int, int]
-    c4: tuple[int, int]
+    c1: tuple[int, int, int]
+    c2: tuple[int, int, int]
+    c4: tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -120,28 +137,30 @@ class TaxonomyResult:
         return {k: v / n if n else float("nan") for k, v in self.label_counts.items()}
 
 
-def majority(passed: int, known: int) -> bool:
-    """Strictly more than half of the readers with a verdict (False when none has one)."""
-    return 2 * passed > known
+def majority(passed: int, asked: int) -> bool:
+    """Strictly more than half of the readers asked (False when none was)."""
+    return 2 * passed > asked
 
 
 def votes(item: ItemOutcome) -> Votes:
     readers = [r for r in item.readers if r.role == "reasoning_reader"]
 
-    def count(attr: str) -> tuple[int, int]:
-        vals = [getattr(r, attr) for r in readers if getattr(r, attr) is not None]
-        return sum(bool(v) for v in vals), len(vals)
+    def count(cond: Condition) -> tuple[int, int, int]:
+        vals = [getattr(r, f"{cond}_correct") for r in readers if r.was_asked(cond)]
+        return sum(v is True for v in vals), sum(v is not None for v in vals), len(vals)
 
-    return Votes(count("c1_correct"), count("c2_correct"), count("c4_correct"))
+    return Votes(count("c1"), count("c2"), count("c4"))
 
 
 def filters_hit(item: ItemOutcome, v: Votes | None = None) -> tuple[str, ...]:
     v = v or votes(item)
     hit = {
         "no_readers": v.c2[1] == 0,
-        "generator_wrong": not item.generator_correct,
-        "too_hard": majority(v.c1[1] - v.c1[0], v.c1[1]),
-        "too_easy": majority(*v.c4),
+        "generator_undecided": item.generator_correct is None,
+        "generator_wrong": item.generator_correct is False,
+        "too_hard": majority(v.c1[2] - v.c1[0], v.c1[2]),
+        "too_easy": majority(v.c4[0], v.c4[2]),
+        "leak_unknown": item.leak_detected is None,
     }
     return tuple(f for f in FILTERS if hit[f])
 
@@ -154,7 +173,7 @@ def label_item(item: ItemOutcome) -> ItemLabel:
     elif item.leak_detected:
         label = Label.ANSWER_LEAKED
     else:
-        label = Label.REASONING_LEGIBLE if majority(*v.c2) else Label.ILLEGIBLE
+        label = Label.REASONING_LEGIBLE if majority(v.c2[0], v.c2[2]) else Label.ILLEGIBLE
     return ItemLabel(item.item_id, label, hit[0] if hit else None, hit, v, item.generator)
 
 
