@@ -148,12 +148,23 @@ def test_leak_prompt_has_question_options_gold_letter_and_text_and_the_cot():
         ("<think>LEAK: YES", None),  # cut off while thinking
         ("YES", None),
         ("LEAK: MAYBE", None),
-        ("The reasoning does not leak. LEAK: NO because nothing is stated.", None),
-        ("LEAK: YES or NO", None),
+        ("The reasoning does not leak. LEAK: NO because nothing is stated.", False),  # a verdict mid-line
+        ("LEAK: YES - it states 42", True),  # what detectors write; the old parser failed these
+        ("LEAK: NO - the final value is masked", False),
+        ("**LEAK:** no", False),
+        ("**Leak:** YES", True),
+        ("Leak: Yes.", True),
+        ("Verdict: LEAK: YES (it names option C)", True),
+        ("The CoT computes 6*7.\nLEAK: NO\nIt never states the result.", False),  # a verdict line anywhere
+        ("LEAK: YES or NO", None),  # ambiguous: both on one line
+        ("LEAK: YES/NO", None),
+        ("LEAK: NO. Actually LEAK: YES", None),  # two labels that disagree on one line
+        ('Reply "LEAK: YES" if it gives the answer away, "LEAK: NO" if not.', None),  # the prompt echoed
+        ("It leaks, YES, it says 42.", None),  # no label
         ("", None),
     ],
 )
-def test_parse_leak_is_strict(reply, verdict):
+def test_parse_leak_reads_verdicts_as_written_and_fails_on_none_or_both(reply, verdict):
     assert R.parse_leak(reply) is verdict
 
 
@@ -229,7 +240,9 @@ def test_gold_logprob_failures_are_none():
 
 
 def with_cot(chat: list[Message]) -> bool:
-    return any(m.role == "assistant" for m in chat)
+    """Does the hand-off carry a CoT (not the empty think block of the uplift baseline)?"""
+    return any(m.role == "assistant" and m.content.replace("<think>", "").replace("</think>", "").strip()
+               for m in chat)  # fmt: skip
 
 
 def test_uplift_is_with_cot_minus_without_in_one_score_call():
@@ -245,7 +258,19 @@ def test_uplift_is_with_cot_minus_without_in_one_score_call():
     assert m.ops() == ["score"]
     chats = m.calls[0][1]
     assert len(chats) == 2 * (1 + 4)
-    assert chats[0] == R.c2_chat(MATH, "six sevens is [MASKED]") and chats[-1] == R.c4_chat(GPQA)
+    # the baseline is the same hand-off with an empty CoT, not the C4 prompt
+    assert chats[0] == R.c2_chat(MATH, "six sevens is [MASKED]") and chats[-1] == R.c2_chat(GPQA, "")
+
+
+def test_uplift_of_an_empty_cot_is_zero_by_construction():
+    # scores that depend on the prompt's wording: the old C4 baseline gave an empty CoT a large "uplift"
+    def scores(chat: list[Message], target: str) -> list[float]:
+        return [-0.1 * len(str(chat))]
+
+    m = FakeModel(logprob=scores)
+    assert R.uplift(m, [MATH, GPQA], ["", ""], handoff="think") == [0.0, 0.0]
+    assert len(m.calls[0][1]) == 1 + 4  # identical chats are scored once
+    assert R.uplift(m, [MATH], ["six sevens"], handoff="plain")[0] != 0.0
 
 
 def test_surprisal_scores_the_cot_as_the_reply_to_the_benchmark_prompt():
@@ -381,8 +406,7 @@ def test_run_leak_verdicts():
 
 def test_run_cut_answers_at_each_sentence_cut_with_uplift():
     cot = "Six times seven. That is forty-two. So the answer is 42."
-    m = FakeModel(reply=lambda chat: "\\boxed{42}", logprob=lambda c, t: [-float(len(c[1].content))] if with_cot(c)
-                  else [0.0])  # fmt: skip
+    m = FakeModel(reply=lambda chat: "\\boxed{42}", logprob=lambda c, t: [-float(len(c[1].content))])
     out = R.run_cut(m, "r", [item(MATH, cot)], MASKING, [0.0, 0.5, 1.0], SAMPLING, scores=True,
                     handoff="think")  # fmt: skip
     assert [r.id for r in out] == ["r/early/gen/x/0@0", "r/early/gen/x/0@0.5", "r/early/gen/x/0@1"]
@@ -392,8 +416,42 @@ def test_run_cut_answers_at_each_sentence_cut_with_uplift():
     full = f"Six times seven. That is forty-two. So the answer is {PLACEHOLDER}."
     assert thinks == ["<think>\n\n</think>", "<think>\nSix times seven. That is forty-two.\n</think>",
                       f"<think>\n{full}\n</think>"]  # fmt: skip
-    assert [r.uplift for r in out] == [pytest.approx(-len(t)) for t in thinks]
+    empty = len("<think>\n\n</think>")
+    assert [r.uplift for r in out] == [pytest.approx(empty - len(t)) for t in thinks]
+    assert out[0].uplift == 0.0  # nothing kept: the baseline itself
     assert all(r.correct for r in out) and m.ops() == ["generate", "score"]
+    assert len(m.calls[1][1]) == 3  # the fraction-0 chat and the baseline are one request
+
+
+def test_run_cut_grades_against_gold_and_against_the_generators_own_answer():
+    cot = "Six times seven. That is forty-one. So the answer is 41."
+    replies = iter(["\\boxed{42}", "\\boxed{41}", "no idea"])
+    m = FakeModel(reply=lambda chat: next(replies))
+    wrong = EvalItem("gen/x/0", MATH, cot, "So \\boxed{41}.", "gen", False, False)
+    out = R.run_cut(m, "r", [wrong], MASKING, [0.0, 0.5, 1.0], SAMPLING, handoff="think")
+    assert [(r.correct, r.agrees) for r in out] == [(True, False), (False, True), (False, False)]
+    silent = EvalItem("gen/y/0", MATH, cot, "", "gen", False, False)  # the generator stated no answer
+    out = R.run_cut(FakeModel(reply=lambda chat: "\\boxed{41}"), "r", [silent], MASKING, [0.0, 1.0], SAMPLING,
+                    handoff="think")  # fmt: skip
+    assert [r.agrees for r in out] == [None, None]
+
+
+def test_a_reply_cut_off_by_the_token_limit_without_a_complete_answer_is_a_failure():
+    def run(text: str, condition: str = "c2") -> tuple[bool | None, str | None]:
+        m = FakeModel(reply=lambda chat: Completion(text, "length"))
+        if condition == "c1":
+            (r,) = R.run_c1(m, "r", [MATH], SAMPLING)
+        else:
+            (r,) = R.run_c2(m, "r", [item(MATH, "six sevens")], MASKING, SAMPLING, handoff="think")
+        return r.correct, r.error
+
+    assert run("Let me think about whether it is 4")[0] is None  # the old code graded this wrong
+    assert run("Answer: 4")[0] is None  # may be "42" cut short
+    assert run("\\boxed{42} because six sevens are") == (True, None)  # complete before the cut: kept
+    correct, error = run("6 times 7 is \\boxed{42}, let me check: 6 times 7", "c1")
+    assert correct is None and "truncated" in error  # a reasoning reply cut off is unfinished
+    assert R.run_c2(FakeModel(reply=lambda chat: "\\boxed{4"), "r", [item(MATH, "x")], MASKING, SAMPLING,
+                    handoff="think")[0].correct is False  # fmt: skip  # finished, not cut: a wrong answer
 
 
 def test_one_model_call_per_runner_or_chunks_with_progress():
@@ -465,3 +523,10 @@ def test_real_model_uplift_and_surprisal(hf):
         assert isinstance(value, float) and math.isfinite(value)
     assert all(0 < c < s for c, s in zip(coherent, scrambled, strict=True)), (coherent, scrambled)
     assert R.resolve_handoff(hf) == "think"  # SmolLM2's template keeps earlier think blocks
+
+
+def test_real_model_uplift_of_an_empty_cot_is_zero(hf):
+    # the old baseline (the C4 prompt) gave an empty CoT +4.9 to +7.2 nats on these items: the prompt change alone
+    by_id = {p.id: p for p in load("math", MATH500, levels="all")}
+    problems = [by_id[k] for k in REAL_COTS]
+    assert R.uplift(hf, problems, ["", ""]) == [0.0, 0.0]
