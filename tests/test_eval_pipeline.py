@@ -32,6 +32,7 @@ from legibility.benchmarks.prompts import messages
 from legibility.config import ExperimentConfig, ModelSpec, load_config
 from legibility.evaluate import summarize as S
 from legibility.evaluate.accuracy import ACCURACY_COLUMNS, PAIRED_COLUMNS
+from legibility.evaluate.items import EvalItem
 from legibility.evaluate.pipeline import eval_stage
 from legibility.models.base import Completion, Sampling, Scores
 from legibility.models.cached import CachedModel
@@ -176,11 +177,12 @@ class Scripted:
         return [self._reply(c, "continue") for c in chats]
 
     def score(self, chats: list[list[Message]], targets: list[str]) -> list[Scores]:
-        """Uplift: log p(gold) is -0.5 with a CoT, -2.0 without (uplift 1.5); surprisal: 1 nat per token."""
+        """Uplift: log p(gold) is -0.5 with a CoT, -2.0 with an empty one (uplift 1.5); surprisal: 1 nat per token."""
         out = []
         for c, t in zip(chats, targets, strict=True):
             self.seen.append(("score", c))
-            out.append(Scores([-0.5 if len(c) > 1 else -2.0]) if t.startswith("\\boxed{") else Scores([-1.0, -1.0]))
+            has_cot = len(c) > 1 and c[1].content.replace("<think>", "").replace("</think>", "").strip()
+            out.append(Scores([-0.5 if has_cot else -2.0]) if t.startswith("\\boxed{") else Scores([-1.0, -1.0]))
         return out
 
 
@@ -262,15 +264,15 @@ def test_every_table_has_its_documented_columns(scripted_eval: tuple[Path, dict[
 def test_taxonomy_of_crafted_outcomes(scripted_eval: tuple[Path, dict[str, Any]]) -> None:
     run_dir, _ = scripted_eval
     tax = table(run_dir, "taxonomy")
-    zero = {"no_readers": 0, "generator_wrong": 0, "too_hard": 0, "too_easy": 0, "ANSWER_LEAKED": 0,
-            "REASONING_LEGIBLE": 0, "ILLEGIBLE": 0}  # fmt: skip
+    zero = {"no_readers": 0, "generator_undecided": 0, "generator_wrong": 0, "too_hard": 0, "too_easy": 0,
+            "leak_unknown": 0, "ANSWER_LEAKED": 0, "REASONING_LEGIBLE": 0, "ILLEGIBLE": 0}  # fmt: skip
     cols = list(zero)
     assert {k: row(tax, generator="base")[k] for k in ["n_items", *cols]} == zero | {
         "n_items": 4, "too_hard": 1, "too_easy": 1, "ANSWER_LEAKED": 1, "REASONING_LEGIBLE": 1}  # fmt: skip
     assert {k: row(tax, generator="adapter")[k] for k in ["n_items", *cols]} == zero | {
         "n_items": 4, "generator_wrong": 1, "too_hard": 1, "too_easy": 1, "ILLEGIBLE": 1}  # fmt: skip
-    assert {k: row(tax, generator="all")[k] for k in ["n_items", *cols]} == {
-        "n_items": 8, "no_readers": 0, "generator_wrong": 1, "too_hard": 2, "too_easy": 2, "ANSWER_LEAKED": 1,
+    assert {k: row(tax, generator="all")[k] for k in ["n_items", *cols]} == zero | {
+        "n_items": 8, "generator_wrong": 1, "too_hard": 2, "too_easy": 2, "ANSWER_LEAKED": 1,
         "REASONING_LEGIBLE": 1, "ILLEGIBLE": 1}  # fmt: skip
 
     labels = {r["item_id"]: r for r in (json.loads(x) for x in (run_dir / "eval/taxonomy.jsonl").open())}
@@ -283,7 +285,7 @@ def test_taxonomy_of_crafted_outcomes(scripted_eval: tuple[Path, dict[str, Any]]
     # item-a: r1 passes C2 with the answer it also gives at C4 (42); that is a pass (2 of 2), not a fail (the
     # reference's rule would make it 1 of 2, ILLEGIBLE); C4 is 1 of 2, so the item is not too easy.
     a = labels["base/q1/0"]
-    assert (a["c1"], a["c2"], a["c4"]) == ([2, 2], [2, 2], [1, 2])
+    assert (a["c1"], a["c2"], a["c4"]) == ([2, 2, 2], [2, 2, 2], [1, 2, 2])  # (passed, answered, asked)
     readings = {r.id: r for r in read_jsonl(run_dir / "eval" / "readings.jsonl", Reading)}
     c2, c4 = readings["r1/c2/base/q1/0"], readings["r1/c4/q1"]
     assert c2.correct and c4.correct and c2.answer == c4.answer == "42"
@@ -291,6 +293,8 @@ def test_taxonomy_of_crafted_outcomes(scripted_eval: tuple[Path, dict[str, Any]]
     leak = readings["leak/leak/base/q2/0"]  # item-b reads like item-a: only the detector makes it ANSWER_LEAKED
     assert (leak.role, leak.answer, leak.correct) == ("leak_detector", "yes", True)
     assert readings["leak/leak/base/q4/0"].error is not None and readings["leak/leak/base/q4/0"].correct is None
+    # item-h's leak check failed: unknown, not "no leak" (too_easy removes it first, the filter still counts it)
+    assert labels["base/q4/0"]["filters_hit"] == ["too_easy", "leak_unknown"]
 
 
 def test_reader_uplift_curve_and_prefix_tables(scripted_eval: tuple[Path, dict[str, Any]]) -> None:
@@ -305,28 +309,69 @@ def test_reader_uplift_curve_and_prefix_tables(scripted_eval: tuple[Path, dict[s
         assert row(rd, reader="r1", condition=cond, generator="adapter")["accuracy"] == 0.0
         assert row(rd, reader="r2", condition=cond, generator="adapter")["accuracy"] == 0.25  # g
     assert set(rd["reader"]) == {"r1", "r2"} and (rd["failed"] == 0).all()
+    # C2 on the CoTs the generator got right (adapter/q2 is wrong) and on those the detector cleared (not b, h)
+    r2 = row(rd, reader="r2", condition="c2", generator="adapter")
+    assert (r2["n_gen_right"], r2["acc_gen_right"]) == (3, pytest.approx(1 / 3))
+    r1 = row(rd, reader="r1", condition="c2", generator="base")
+    assert (r1["n_gen_right"], r1["acc_gen_right"], r1["n_no_leak"], r1["acc_no_leak"]) == (4, 0.75, 2, 1.0)
+    assert pd.isna(row(rd, reader="r1", condition="c1")["n_gen_right"])  # per problem: no CoT to condition on
 
     up = row(table(run_dir, "uplift"), reader="r1", generator="all")
     # 8 items: C2 right on a, b, f; C4 right on the q1 and q4 items (a, c, h, e): a of those passes C2
     assert (up["n"], up["p_c2"], up["p_c4"], up["uplift"]) == (8, 3 / 8, 0.5, 3 / 8 - 0.5)
     assert (up["p_c2_given_c4_right"], up["p_c2_given_c4_wrong"]) == (0.25, 0.5)
     assert (up["answer_uplift"], up["surprisal"]) == (1.5, 1.0)  # -0.5 - (-2.0); 1 nat per token
+    # the 6 CoTs the detector cleared (not b: leaked; not h: check failed): C2 right on a, f; C4 on a, c, e
+    assert (up["n_no_leak"], up["uplift_no_leak"], up["answer_uplift_no_leak"]) == (6, pytest.approx(-1 / 6), 1.5)
 
     curves = table(run_dir, "curves")
-    assert row(curves, generator="base", reader="r1", fraction=0.0)["accuracy"] == 0.0  # no CoT, no clue
-    assert row(curves, generator="base", reader="r1", fraction=1.0)["accuracy"] == 0.75
-    assert row(table(run_dir, "aoc"), generator="base", reader="r1")["aoc"] == pytest.approx(0.375)
+    assert row(curves, generator="base", reader="r1", cots="all", fraction=0.0)["accuracy"] == 0.0  # no clue
+    assert row(curves, generator="base", reader="r1", cots="all", fraction=1.0)["accuracy"] == 0.75
+    assert row(curves, generator="base", reader="r1", cots="all", fraction=0.0)["uplift"] == 0.0  # empty CoT
+    aoc = table(run_dir, "aoc")
+    assert row(aoc, generator="base", reader="r1", cots="all", measure="gold")["aoc"] == pytest.approx(0.375)
+    # against the generator's own answer: adapter/q2's wrong answer (1000) is what a reader with no clue says
+    own = row(curves, generator="adapter", reader="r1", cots="all", fraction=0.0)
+    assert (own["accuracy"], own["agreement"], own["n_agreement"]) == (0.0, 0.25, 4)
+    clean = row(curves, generator="base", reader="r1", cots="no_leak", fraction=1.0)
+    assert (clean["accuracy"], clean["n"]) == (1.0, 2)  # a and f; b leaked, h unknown
 
     prefix = table(run_dir, "prefix")
-    assert {k: row(prefix, generator="adapter")[k] for k in ("judge", "reader", "n", "n_cut", "acc_full",
+    assert {k: row(prefix, generator="adapter")[k] for k in ("judge", "reader", "n", "n_cut", "failed", "acc_full",
                                                              "acc_prefix")} == {
-        "judge": "judge", "reader": "r1", "n": 4, "n_cut": 1, "acc_full": 0.0, "acc_prefix": 0.25}  # fmt: skip
+        "judge": "judge", "reader": "r1", "n": 4, "n_cut": 1, "failed": 0, "acc_full": 0.0,
+        "acc_prefix": 0.25}  # fmt: skip
     assert {k: row(prefix, generator="base")[k] for k in ("n", "n_cut", "acc_full", "acc_prefix")} == {
         "n": 4, "n_cut": 0, "acc_full": 0.75, "acc_prefix": 0.75}  # fmt: skip
     readings = {r.id: r for r in read_jsonl(run_dir / "eval" / "readings.jsonl", Reading)}
     cut = readings["r1/prefix/adapter/q1/0"]
     assert cut.condition == "prefix" and cut.correct
     assert not any(r.condition == "prefix" for r in readings.values() if r.item_id != "adapter/q1/0")
+
+
+def test_a_failed_prefix_reading_is_dropped_and_counted_never_given_the_full_verdict() -> None:
+    def reading(cond: str, item_id: str, correct: bool | None) -> Reading:
+        error = None if correct is not None else "x"
+        return Reading(id=f"r/{cond}/{item_id}", item_id=item_id, problem_id="q1", benchmark="math", generator="g",
+                       reader="r", condition=cond, correct=correct, error=error)  # fmt: skip
+
+    readings = [reading("c2", "i1", True), reading("prefix", "i1", None), reading("c2", "i2", False),
+                reading("prefix", "i2", True), reading("c2", "i3", True)]  # fmt: skip
+    meta = {i: {"judge": "j", "reader": "r", "cut": i != "i3"} for i in ("i1", "i2", "i3")}
+    got = row(S.prefix_table(readings, meta), generator="g")
+    # i1's prefix failed: the old table gave it the whole CoT's pass (n 3, acc_prefix 2/3)
+    assert {k: got[k] for k in ("n", "n_cut", "failed", "acc_full", "acc_prefix")} == {
+        "n": 2, "n_cut": 1, "failed": 1, "acc_full": 0.5, "acc_prefix": 1.0}  # fmt: skip
+
+
+def test_an_undecided_generator_grade_is_counted_apart_not_wrong() -> None:
+    p = PROBLEMS["q1"]
+    it = EvalItem("g/q1/0", p, "clear-to-r1", "", "g", None)
+    (o,) = S.item_outcomes([it], [])
+    assert o.generator_correct is None and o.leak_detected is None  # no detector ran: the leak is unknown
+    tax, records = S.taxonomy_tables([o])
+    assert records[0]["filters_hit"] == ["no_readers", "generator_undecided", "leak_unknown"]
+    assert row(tax, generator="all")["generator_wrong"] == 0
 
 
 def test_judges_and_validity_tables(scripted_eval: tuple[Path, dict[str, Any]]) -> None:
