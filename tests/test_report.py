@@ -180,3 +180,32 @@ def test_sparse_eval_tables_still_render(tmp_path: Path) -> None:
     assert 'id="fig-task_accuracy"' in text and "0 [" not in text  # no interval printed for a missing one
     assert "no rows in eval/tables/validity.csv" in text and "no rows in eval/tables/readers.csv" in text
     assert 'class="note"' not in text
+
+
+def test_measures_are_shown_as_defined(runs: dict[str, Path]) -> None:
+    """The filters a failed check or an undecided grade lands in are shown; the legibility tax plots C2 accuracy on
+    right CoTs; reader accuracy is given over all CoTs and the unleaked ones side by side."""
+    md = (runs["full"] / "report.md").read_text(encoding="utf-8")
+    assert "leak unknown" in md and "generator undecided" in md
+    assert "readers ASKED" in md
+    assert "reader C2 accuracy (generator right)" in md
+    assert "generator right (n)" in md and "no leak (n)" in md
+    assert "own_answer" in md or "own final answer" in md
+
+
+def test_legibility_tax_is_conditioned_on_right_cots() -> None:
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from legibility.report.evaluation import tax_points
+
+    acc = pd.DataFrame([{"generator": "g", "benchmark": "all", "n": 10, "accuracy": 0.4, "low": 0.2, "high": 0.6}])
+    rd = pd.DataFrame([{"reader": "r", "condition": "c2", "generator": "g", "accuracy": 0.3, "low": 0.1,
+                        "high": 0.5, "n_gen_right": 4, "acc_gen_right": 0.75, "low_gen_right": 0.5,
+                        "high_gen_right": 1.0}])  # fmt: skip
+    res = SimpleNamespace(table=lambda name: {"accuracy": acc, "readers": rd}[name])
+    pts = tax_points(res, ["g"])
+    assert (pts["x"].iloc[0], pts["y"].iloc[0], pts["n"].iloc[0]) == (0.4, 0.75, 4)  # not the 0.3 over all CoTs
+    no_column = SimpleNamespace(table=lambda name: {"accuracy": acc, "readers": rd.iloc[:, :6]}[name])
+    assert tax_points(no_column, ["g"]).empty  # an old table: no point rather than the confounded one

@@ -364,7 +364,14 @@ def _tables(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
                 }
             )
         n_items = 16
-        counts = {"no_readers": 0, "generator_wrong": 8, "too_hard": 1, "too_easy": 2}
+        counts = {
+            "no_readers": 0,
+            "generator_undecided": 1,
+            "generator_wrong": 7,
+            "too_hard": 1,
+            "too_easy": 2,
+            "leak_unknown": 1,
+        }
         rest = n_items - sum(counts.values())
         leaked = int(rng.integers(0, 2))
         legible = int(rng.integers(1, rest - leaked))
@@ -391,6 +398,14 @@ def _tables(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
                         "low": _ci(p, 16)[0],
                         "high": _ci(p, 16)[1],
                         "failed": 0,
+                        "n_gen_right": 9,
+                        "acc_gen_right": p + 0.1,
+                        "low_gen_right": _ci(p + 0.1, 9)[0],
+                        "high_gen_right": _ci(p + 0.1, 9)[1],
+                        "n_no_leak": 12,
+                        "acc_no_leak": p - 0.1,
+                        "low_no_leak": _ci(p - 0.1, 12)[0],
+                        "high_no_leak": _ci(p - 0.1, 12)[1],
                     }
                 )
             p2, p4 = 0.55 + rng.normal(0, 0.05), 0.3
@@ -413,8 +428,10 @@ def _tables(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
                 {
                     "generator": g,
                     "reader": r,
+                    "cots": "all",
                     "fraction": f / 10,
                     "accuracy": float(y),
+                    "agreement": float(y) + 0.1,
                     "uplift": float(y) - 0.2,
                     "n": 14,
                 }
@@ -422,7 +439,17 @@ def _tables(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
             ]
             a = float(np.mean(ys[-1] - ys))
             aoc.append(
-                {"generator": g, "reader": r, "aoc": a, "low": a - 0.05, "high": a + 0.05, "auc": 0.4, "n_traces": 14}
+                {
+                    "generator": g,
+                    "reader": r,
+                    "cots": "all",
+                    "measure": "gold",
+                    "aoc": a,
+                    "low": a - 0.05,
+                    "high": a + 0.05,
+                    "auc": 0.4,
+                    "n_traces": 14,
+                }
             )
             prefix.append(
                 {

@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from legibility.evaluate.taxonomy import FILTERS as TAXONOMY_FILTERS
 from legibility.evaluate.validity import STRENGTHS, TRANSFORM_STRENGTH
 from legibility.report import figures
 from legibility.report.doc import DASH, Cell, Figure, NotRun, Para, Section, Table, fmt, frame_table, interval
 
-FILTERS = ["no_readers", "generator_wrong", "too_hard", "too_easy"]
+FILTERS = list(TAXONOMY_FILTERS)
 LABELS = ["ANSWER_LEAKED", "REASONING_LEGIBLE", "ILLEGIBLE"]
 SPACED = {k: k.replace("_", " ") for k in ["n_items", *FILTERS, *LABELS]}
 NOT_RUN = "not run: no eval/ folder (`legibility generate` and `legibility eval` write it)"
@@ -164,26 +165,50 @@ def _readers(res: Any, gens: list[str]) -> Section:
                 r["generator"] if isinstance(r["generator"], str) else DASH,
                 fmt(r["n"], True),
                 interval(r["accuracy"], r["low"], r["high"]),
+                *(_subset_cell(r, sub) for sub in ("gen_right", "no_leak")),
                 fmt(r["failed"], True),
             ]
             for _, r in figures.reader_order(rd, gens).iterrows()
         ]
-        s.add(Table(["reader", "condition", "generator", "n", "accuracy [95% CI]", "failed"], rows))
+        heads = ["reader", "condition", "generator", "n", "all CoTs [95% CI]", "generator right (n)", "no leak (n)"]
+        s.add(
+            Table(
+                [*heads, "failed"],
+                rows,
+                "reader accuracy over every CoT, over the CoTs whose generator was right (a reader cannot recover a "
+                "right answer from a wrong CoT), and over the CoTs the leak detectors cleared (a leaked answer is "
+                "copied, not read); failed readings (request errors, replies cut off with no complete answer) are "
+                "counted apart, never scored",
+            )
+        )
     s.add(
         frame_table(
             up,
-            caption="uplift: P(C2 right) − P(C4 right) and the conditional rates; answer uplift "
-            "(log p(gold | CoT) − log p(gold), nats) and CoT surprisal (nats/token) are means",
+            caption="uplift: P(C2 right) − P(C4 right) and the conditional rates; answer uplift (log p(gold | "
+            "hand-off with the masked CoT) − log p(gold | the same hand-off with an empty CoT), nats: 0 for an "
+            "empty CoT) and CoT surprisal (nats/token) are means; the *no leak* columns repeat them over the CoTs "
+            "the leak detectors cleared",
             rename={
                 "p_c2_given_c4_right": "P(C2 | C4 right)",
                 "p_c2_given_c4_wrong": "P(C2 | C4 wrong)",
                 "answer_uplift": "answer uplift",
                 "p_c2": "P(C2)",
                 "p_c4": "P(C4)",
+                "n_no_leak": "n no leak",
+                "uplift_no_leak": "uplift no leak",
+                "answer_uplift_no_leak": "answer uplift no leak",
             },
         )
     )
     return s
+
+
+def _subset_cell(r: Any, sub: str) -> str:
+    """Accuracy on a subset of the CoTs with its interval and n; a dash for rows with no CoT (C1, C4)."""
+    n = r.get(f"n_{sub}")
+    if n is None or pd.isna(n):
+        return DASH
+    return f"{interval(r.get(f'acc_{sub}'), r.get(f'low_{sub}'), r.get(f'high_{sub}'))} ({fmt(n, True)})"
 
 
 def _taxonomy(res: Any, gens: list[str]) -> Section:
@@ -203,6 +228,15 @@ def _taxonomy(res: Any, gens: list[str]) -> Section:
                 "A right C2 answer is never counted as a fail.",
             )
         )
+    s.add(
+        Para(
+            "Filters, in order: no reader gave a C2 verdict; the generator's grade was undecided; the generator "
+            "was wrong; most readers asked fail C1 (too hard); most readers asked pass C4 (too easy); no leak "
+            'detector gave a verdict (leak unknown: never read as "no leak"). Every majority is a strict '
+            "majority of the readers ASKED: a reader that could not read (a failed request, a reply cut off, a CoT "
+            "beyond its context) counts and does not pass, so the bar does not drop on long CoTs."
+        )
+    )
     s.add(frame_table(tax, ["generator", "n_items", *FILTERS, *LABELS], rename=SPACED))
     lab = res.labels
     if not lab.empty and "filters_hit" in lab:
@@ -222,7 +256,9 @@ def _taxonomy(res: Any, gens: list[str]) -> Section:
 
 def tax_points(res: Any, gens: list[str]) -> pd.DataFrame:
     """One point per generator and reader: task accuracy (the "all" row, else n-weighted over benchmarks) and the
-    reader's C2 accuracy on that generator's CoTs, with their intervals."""
+    reader's C2 accuracy on the CoTs that generator got right, with their intervals. Over every CoT, C2 accuracy
+    would move with task accuracy by construction (a wrong CoT leads to a wrong answer); tables without the
+    conditioned column give no point."""
     acc, rd = res.table("accuracy"), res.table("readers")
     rows = []
     for g in gens:
@@ -237,6 +273,8 @@ def tax_points(res: Any, gens: list[str]) -> pd.DataFrame:
             xs = (float(np.average(a["accuracy"], weights=w)) if w.sum() else np.nan, np.nan, np.nan)
         c2 = rd[(rd["generator"] == g) & (rd["condition"] == "c2")]
         for _, r in c2.iterrows():
+            if pd.isna(r.get("acc_gen_right")):
+                continue
             rows.append(
                 {
                     "generator": g,
@@ -244,9 +282,10 @@ def tax_points(res: Any, gens: list[str]) -> pd.DataFrame:
                     "x": xs[0],
                     "x_low": xs[1],
                     "x_high": xs[2],
-                    "y": r["accuracy"],
-                    "y_low": r["low"],
-                    "y_high": r["high"],
+                    "y": r["acc_gen_right"],
+                    "y_low": r.get("low_gen_right"),
+                    "y_high": r.get("high_gen_right"),
+                    "n": r.get("n_gen_right"),
                 }
             )
     return pd.DataFrame(rows)
@@ -258,15 +297,18 @@ def _tax(res: Any, gens: list[str]) -> Section:
         return done
     pts = tax_points(res, gens)
     if pts.empty:
-        return s.add(NotRun("not run: needs task accuracy and reader C2 accuracy for the same generators"))
+        return s.add(
+            NotRun("not run: needs task accuracy and reader C2 accuracy on right CoTs for the same generators")
+        )
     png = figures.legibility_tax(pts.dropna(subset=["x", "y"]), gens)
     if png:
         s.add(
             Figure(
                 "legibility_tax",
                 png,
-                "Each generator's task accuracy against how often a reader recovers its "
-                "answer from the masked CoT (C2). Up and right: accurate and legible.",
+                "Each generator's task accuracy against how often a reader recovers its answer from "
+                "the masked CoT (C2) on the CoTs the generator got right, so the y axis does not move "
+                "with the x axis by construction. Up and right: accurate and legible.",
             )
         )
     rows = [
@@ -275,10 +317,11 @@ def _tax(res: Any, gens: list[str]) -> Section:
             r["reader"],
             interval(r["x"], r["x_low"], r["x_high"]),
             interval(r["y"], r["y_low"], r["y_high"]),
+            fmt(r["n"], True),
         ]
         for _, r in pts.iterrows()
     ]
-    return s.add(Table(["generator", "reader", "task accuracy", "reader C2 accuracy"], rows))
+    return s.add(Table(["generator", "reader", "task accuracy", "reader C2 accuracy (generator right)", "n"], rows))
 
 
 def _curves(res: Any, gens: list[str]) -> Section:
@@ -292,8 +335,9 @@ def _curves(res: Any, gens: list[str]) -> Section:
             Figure(
                 "early_answering",
                 png,
-                "Reader accuracy when the CoT is cut after a share of its sentences. "
-                "AOC (area over the curve): large when the answer needs the CoT.",
+                "Reader answers when the CoT is cut after a share of its sentences, over every CoT: "
+                "solid, right against gold; dashed, the same as the generator's own final answer "
+                "(Lanham's variant). AOC (area over the gold curve): large when the answer needs the CoT.",
             )
         )
     if not aoc.empty:
@@ -301,22 +345,35 @@ def _curves(res: Any, gens: list[str]) -> Section:
             [
                 r["generator"],
                 r["reader"],
+                _text(r.get("cots"), "all"),
+                _text(r.get("measure"), "gold"),
                 interval(r["aoc"], r["low"], r["high"]),
                 fmt(r["auc"]),
                 fmt(r["n_traces"], True),
             ]
             for _, r in aoc.iterrows()
         ]
-        s.add(Table(["generator", "reader", "AOC [95% CI]", "AUC", "traces"], rows))
+        s.add(
+            Table(
+                ["generator", "reader", "CoTs", "against", "AOC [95% CI]", "AUC", "traces"],
+                rows,
+                "early answering over every CoT and over the CoTs the leak detectors cleared (no_leak), against "
+                "gold and against the generator's own final answer (own_answer; CoTs with no answer left out)",
+            )
+        )
     s.add(
         frame_table(
             res.table("prefix"),
             caption="legible prefix: C2 accuracy on the whole CoT vs cut before the "
-            "first chunk the judge scores illegible",
+            "first chunk the judge scores illegible; a CoT whose prefix reading failed is dropped and counted",
             rename={"n_cut": "cut", "acc_full": "acc (whole CoT)", "acc_prefix": "acc (prefix)"},
         )
     )
     return s
+
+
+def _text(value: Any, default: str) -> str:
+    return value if isinstance(value, str) and value else default
 
 
 def _judges(res: Any, gens: list[str]) -> Section:

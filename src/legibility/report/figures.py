@@ -386,7 +386,7 @@ def legibility_tax(points: pd.DataFrame, gens: Sequence[str]) -> bytes | None:
             xlim=(0, 1),
             ylim=(0, 1),
             xlabel="task accuracy (generator)",
-            ylabel="reader C2 accuracy",
+            ylabel="reader C2 accuracy (generator right)",
             title="legibility tax: does accuracy come with readable CoTs?",
         )
         ax.set_aspect("equal", adjustable="box")
@@ -395,9 +395,14 @@ def legibility_tax(points: pd.DataFrame, gens: Sequence[str]) -> bytes | None:
 
 
 def early_answering(curves: pd.DataFrame, aoc: pd.DataFrame, gens: Sequence[str]) -> bytes | None:
-    """Accuracy vs the share of the CoT kept, one panel per reader, one line per generator (AOC in the legend)."""
+    """Accuracy vs the share of the CoT kept, one panel per reader, one line per generator (AOC in the legend),
+    over every CoT; dashed, where the table has it, agreement with the generator's own final answer."""
     if curves.empty:
         return None
+    if "cots" in curves:
+        curves = curves[curves["cots"].isna() | (curves["cots"] == "all")]
+    if not aoc.empty and "cots" in aoc:
+        aoc = aoc[(aoc["cots"].isna() | (aoc["cots"] == "all")) & (aoc["measure"].isna() | (aoc["measure"] == "gold"))]
     rs = list(dict.fromkeys(curves["reader"]))
     cmap = colors(gens)
     cols = min(len(rs), 3)
@@ -411,6 +416,8 @@ def early_answering(curves: pd.DataFrame, aoc: pd.DataFrame, gens: Sequence[str]
                 a = aoc[(aoc["reader"] == r) & (aoc["generator"] == g)] if not aoc.empty else aoc
                 label = g + (f" (AOC {a['aoc'].iloc[0]:.3f})" if not a.empty and pd.notna(a["aoc"].iloc[0]) else "")
                 ax.plot(c["fraction"], c["accuracy"], "o-", color=cmap[g], markersize=3, linewidth=1.3, label=label)
+                if "agreement" in c and c["agreement"].notna().any():
+                    ax.plot(c["fraction"], c["agreement"], "--", color=cmap[g], linewidth=1.0, alpha=0.8)
             ax.set(title=r, xlabel="share of CoT sentences kept", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
             ax.legend(loc="lower right")
         axes[0].set_ylabel("accuracy")
