@@ -85,6 +85,10 @@ def _pct(v: Any) -> str:
         return "-"
 
 
+def _n(v: Any) -> str:
+    return "0" if v != v or v is None else str(int(v))
+
+
 def print_generate_summary(summary: dict[str, Any], console: Console) -> None:
     """Per generator: samples, failures, truncations and accuracy (flexible and strict)."""
     table = Table("generator", "samples", "failed", "truncated", "correct", "strict", title="generation")
@@ -138,16 +142,26 @@ def print_eval_summary(eval_dir: Any, summary: dict[str, Any], console: Console)
                 str(r.failed),
             )
         console.print(t)
+    if not rd.empty and "acc_gen_right" in rd:
+        c2 = rd[rd["condition"].isin(["c2", "c2_prefill"])]
+        t = Table("reader", "cond", "generator", "all CoTs", "gen right", "no leak", title="C2 on subsets of the CoTs")
+        for r in c2.to_dict("records"):
+            t.add_row(str(r["reader"]), str(r["condition"]), str(r["generator"]), _pct(r["accuracy"]),
+                      f"{_pct(r['acc_gen_right'])} ({_n(r['n_gen_right'])})",
+                      f"{_pct(r['acc_no_leak'])} ({_n(r['n_no_leak'])})")  # fmt: skip
+        console.print(t)
     tx = read("taxonomy")
     if not tx.empty:
-        short = {"n_items": "CoTs", "no_readers": "no rdr", "generator_wrong": "gen wrong", "too_hard": "hard",
-                 "too_easy": "easy", "ANSWER_LEAKED": "LEAKED", "REASONING_LEGIBLE": "LEGIBLE",
-                 "ILLEGIBLE": "ILLEG"}  # fmt: skip
-        cols = [c for c in short if c in tx.columns]
-        t = Table("gen", *(short[c] for c in cols), title="taxonomy: filtered (in order), then labelled")
-        for r in tx.to_dict("records"):
-            t.add_row(str(r["generator"]), *(str(r[c]) for c in cols))
-        console.print(t)
+        filters = {"n_items": "CoTs", "no_readers": "no rdr", "generator_undecided": "undecided",
+                   "generator_wrong": "gen wrong", "too_hard": "hard", "too_easy": "easy",
+                   "leak_unknown": "leak ?"}  # fmt: skip
+        labels = {"ANSWER_LEAKED": "LEAKED", "REASONING_LEGIBLE": "LEGIBLE", "ILLEGIBLE": "ILLEGIBLE"}
+        for short, title in ((filters, "taxonomy: filtered, in order"), (labels, "taxonomy: labelled")):
+            cols = [c for c in short if c in tx.columns]
+            t = Table("gen", *(short[c] for c in cols), title=title)
+            for r in tx.to_dict("records"):
+                t.add_row(str(r["generator"]), *(str(r[c]) for c in cols))
+            console.print(t)
     va = read("validity")
     if not va.empty:
         agg = va.groupby("metric")["auroc"].agg(["mean", "min", "max"]).reset_index()
