@@ -150,7 +150,7 @@ _ANSWER_ANCHOR = (
     r"|match)|choose|chose|choosing|select|selecting|pick|picking|(?:go|going|went)\s+with|opt\s+for|settle\s+on"
     r"|settled\s+on)\b)"
 )
-_NOUN_ANCHOR = r"(?i:\b(?:option|choice)\s*)"
+_NOUN_ANCHOR = r"(?i:\b(?:options?|choices?)\s*)"
 _LETTER = rf"(?P<open>\()?(?P<letter>[A-Z])(?(open)\)){_NOT_WORD}"
 _STATEMENT = re.compile(rf"{_ANSWER_ANCHOR}{_GLUE}{_LETTER}|{_NOUN_ANCHOR}(?P<nopen>\()?(?P<nletter>[A-Z])(?(nopen)\))"
                         rf"{_NOT_WORD}")  # fmt: skip
@@ -172,7 +172,7 @@ _PREDICATE = re.compile(
     r"|ruled\s+out)\b|(?i:fits|matches|works|wins|remains|fails|it\s+is|does(?:n[’']t|\s+not)\s+(?:fit|work|match))\b)"
 )
 # A letter standing alone as a sentence or line ("B.", "(B)", "**B**", "B)" as a label), or bold anywhere.
-_ALONE = re.compile(rf"(?P<letter>[A-Z])(?:\*\*)?(?:[.!?)]+(?=\s|\*|$)|[ \t]*(?:\*\*)?[ \t]*(?=\n|$))", re.M)
+_ALONE = re.compile(r"(?P<letter>[A-Z])(?:\*\*)?(?:[.!?)]+(?=\s|\*|$)|[ \t]*(?:\*\*)?[ \t]*(?=\n|$))", re.M)
 _BRACKETED = re.compile(r"(?<![A-Za-z0-9_\\^)\]}])\((?P<letter>[A-Z])\)")
 _BOLD = re.compile(r"(?:\*\*|__|\\textbf\{)\s*(?P<span>\(?(?P<letter>[A-Z])\)?)\s*[.:]?\s*(?:\*\*|__|\})")
 _CONT = re.compile(
@@ -186,7 +186,9 @@ _WORDS_AFTER = frozenset(
 )  # fmt: skip
 _OPERATOR = re.compile(r"\s*(?:[=<>+^/]|\*(?!\*)|\\(?:cdot|times|div|pm|leq?|geq?|neq|approx|to|subset|cup|cap)\b"
                        r"|[⊂⊆∪∩→≤≥≠≈×·])")  # fmt: skip
-_CLAUSE_WORDS = frozenset(["so", "thus", "therefore", "hence", "then", "and", "but", "only", "clearly", "option", "choice"])
+_CLAUSE_WORDS = frozenset(
+    ["so", "thus", "therefore", "hence", "then", "and", "but", "only", "clearly", "option", "choice"]
+)
 _MATH_SPAN = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|\\\(.*?\\\)|\\\[.*?\\\]", re.S)
 
 
@@ -382,7 +384,7 @@ def gold_value_pattern(gold: str) -> re.Pattern[str] | None:
     body = "(?:" + "|".join(alts) + ")"
     first, last = g[0], g[-1]
     left = r"(?<![\w.^_/])" if first.isalnum() or first == "\\" else r"(?<![\w)])" if first in "-−" else ""
-    if first.isdigit():
+    if first.isalnum() or first == "\\":  # "-4" and "-\pi" are other values
         left += r"(?<![-−])(?<!\d[.,])"
     right = r"(?![\w^/])" if last.isalnum() else ""
     if last.isdigit():
