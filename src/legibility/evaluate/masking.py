@@ -6,11 +6,18 @@ What is removed, in this order, and why:
 2. Explicit answer statements in what is left, each replaced by one placeholder (the same for every kind,
    so the placeholder does not say what it hid):
    - every `\\boxed{...}` / `\\fbox{...}` (in a CoT a box is a final answer, letter or value);
-   - option letters, only where a statement names them: "the answer is (B)", "Answer: **B**", "correct
-     option is B", "option B", "choice (C)", "I'll choose B", "B or C". A bare capital is never masked: the
-     article in "A ball rolls" and letters inside words ("ATP", "X-ray", "I'm") stay. A lowercase letter
-     is never an option. Letters, not just the gold one, are masked by default (`mask_for_problem`):
-     masking only the gold letter would leak it by elimination ("option [MASKED] fits; option A fails");
+   - option letters wherever they stand as an answer (only the problem's option letters: A-D for GPQA, the
+     BBH task's range): after an answer noun or choice verb ("the answer must be B", "Answer: **B**", "correct
+     option is B", "option B", "I'd go with B", "Final: B"); in brackets ("(B) fits best", not "P(A)"); in bold
+     ("**B**", "**(B)**"); ending a clause after a conclusion word ("So it's B.", "Therefore, B.", "Hence D") or
+     after "is" in a sentence that speaks of an answer ("The one that fits is B."); before a verdict at a clause
+     start ("B is correct", "A and C are wrong", "Only C remains"); alone as a sentence or line ("B.", "B) ..."
+     as a line label); and the rest of a list ("C or D"). Kept: a capital touching a letter, digit, apostrophe
+     or hyphen ("ATP", "X-ray", "I'm", "B-cells"), one a lowercase word follows ("A ball", "the answer is A bit
+     off"), one an operator follows ("A = B"), one inside $...$, and one a word names ("point B", "vitamin C",
+     "matrix A", "compound A"; decision: "Plan B" is a name, kept). A lowercase letter is never an option.
+     Every option letter is masked by default (`mask_for_problem`), not just the gold one: masking only the
+     gold letter would leak it by elimination ("option [MASKED] fits; option A fails");
    - option text, case-insensitive, as a whole phrase: its words in order with any whitespace between,
      and word boundaries at both ends (a number also may not continue with a digit, ".5" or sit after a
      minus). Decision on possessives: "corresponds to Avogadro's number" with option text "Avogadro" IS
@@ -21,7 +28,12 @@ What is removed, in this order, and why:
      and listed in `skipped`;
    - for MATH and free-form answers, the value of every answer statement ("the answer is 14/3",
      "Final answer: $x=5$"): a math span after the anchor, else the text up to the end of the clause.
-     Optionally every whole-token occurrence of the gold value (off by default: it erases working).
+   - with `gold_value="everywhere"` (`readers.masking.gold_value`), every occurrence of the gold value too, as
+     whole tokens in its usual spellings (\\dfrac = \\frac, a simple fraction as "14/3", "\\left(" = "(", "π",
+     "90°" / "90 degrees"). Not the gold: a longer number ("14", "4.5"), an exponent, coefficient or fraction part
+     ("x^4", "4x", "3/4"), a macro's argument ("\\frac{4}{3}", "\\sqrt{4}"), a negative ("-4", "-π"). A one-letter
+     gold is never masked everywhere (listed in `skipped`). Off by default: on the shipped MATH traces it touches
+     20% of the sentences (40% for one-digit golds, which sit in the question's own numbers).
    Every statement is masked, not only the first (the reference's "first 'the answer is'" bug).
 Spans are reported with offsets into the input text (step 1 only cuts the tail, so offsets stay valid),
 with a `gold` flag where it is known, since leakage decides the taxonomy.
@@ -532,7 +544,8 @@ def mask_for_problem(
     """`mask_answer` with what the problem says to mask. Multiple choice (GPQA, or BBH with "(B)" golds):
     answer-statement letters (all the problem's letters by default, see the module docstring) and the gold
     option's text (or every option's, choice_texts="all"); MATH and free form: boxes and answer-statement
-    values, with the gold as `gold_value`. Other keyword arguments go to `mask_answer` (truncation, ...)."""
+    values, with the gold as `gold_value`, and with gold_value="everywhere" every whole-token occurrence of the gold
+    value (`readers.masking.gold_value`). Other keyword arguments go to `mask_answer` (truncation, ...)."""
     gold = re.fullmatch(r"\s*\(?([A-Z])\)?\s*", problem.answer)
     if problem.choices or (gold and problem.benchmark != "math"):
         if not gold:
