@@ -169,3 +169,42 @@ def test_hf_token_spans_adapter_reads_offsets():
             return {"offset_mapping": [(0, 0), (0, 2), (3, 5)]}
 
     assert hf_token_spans(FakeTokenizer())("ab cd") == [(0, 2), (3, 5)]
+
+
+def test_letters_standing_as_answers_are_masked_without_an_answer_anchor():
+    said = ["So it's B.", "B is correct.", "Final: (B).", "Therefore, B.", "(B) fits best.", "**B**", "**(B)**",
+            "so the right one is B.", "the answer must be B", "I'd go with B", "B.", "A and C are wrong."]  # fmt: skip
+    for text in said:
+        r = mask_answer(text, letters="ABCD", gold_letter="B")
+        assert r.spans and not any(c in r.text.replace(M, "") for c in "ABCD"), (text, r.text)
+
+
+def test_letters_as_words_names_and_variables_are_kept():
+    kept = ["A ball rolls.", "Let A be the set.", "Draw a line to point B.", "It needs vitamin C.", "ATP and X-ray.",
+            "The matrix A is correct only if invertible.", "Plan B is debatable.", "So A = B.", "P(A) = 0.5.",
+            "Thus $A$ is closed.", "The intersection is A.", "So A, B and C are collinear."]  # fmt: skip
+    for text in kept:
+        assert mask_answer(text, letters="ABCD").text == text
+
+
+def test_gold_value_everywhere_is_a_mask_for_problem_option_with_whole_tokens():
+    cot = "So 2 + 2 = 4, with 14, 4.5, x^4, 4x, 3/4, \\frac{4}{3}, \\sqrt{4} and -4 kept; so 4 it is."
+    m4 = Problem(id="m4", benchmark="math", question="Compute.", answer="4", source="test")
+    assert mask_for_problem(cot, m4).text == cot  # the default: statements and boxes only
+    r = mask_for_problem(cot, m4, gold_value="everywhere")
+    assert r.text == cot.replace("= 4,", f"= {M},").replace("so 4 it", f"so {M} it")
+    assert r.counts == {"gold_value": 2, "gold": 2}
+    frac = mask_for_problem("we get 14/3, or \\dfrac{14}{3}", MATH.model_copy(update={"answer": "\\frac{14}{3}"}),
+                            gold_value="everywhere")  # fmt: skip
+    assert frac.text == f"we get {M}, or {M}"
+    one_letter = mask_for_problem("C is it", MATH.model_copy(update={"answer": "\\text{C}"}), gold_value="everywhere")
+    assert one_letter.text == "C is it" and "too short" in one_letter.skipped[0]
+
+
+def test_masking_config_default_is_the_function_default():
+    import inspect
+
+    from legibility.config import MaskingConfig
+
+    default = inspect.signature(mask_for_problem).parameters["gold_value"].default
+    assert MaskingConfig().gold_value == default == "statements"

@@ -6,11 +6,18 @@ What is removed, in this order, and why:
 2. Explicit answer statements in what is left, each replaced by one placeholder (the same for every kind,
    so the placeholder does not say what it hid):
    - every `\\boxed{...}` / `\\fbox{...}` (in a CoT a box is a final answer, letter or value);
-   - option letters, only where a statement names them: "the answer is (B)", "Answer: **B**", "correct
-     option is B", "option B", "choice (C)", "I'll choose B", "B or C". A bare capital is never masked: the
-     article in "A ball rolls" and letters inside words ("ATP", "X-ray", "I'm") stay. A lowercase letter
-     is never an option. Letters, not just the gold one, are masked by default (`mask_for_problem`):
-     masking only the gold letter would leak it by elimination ("option [MASKED] fits; option A fails");
+   - option letters wherever they stand as an answer (only the problem's option letters: A-D for GPQA, the
+     BBH task's range): after an answer noun or choice verb ("the answer must be B", "Answer: **B**", "correct
+     option is B", "option B", "I'd go with B", "Final: B"); in brackets ("(B) fits best", not "P(A)"); in bold
+     ("**B**", "**(B)**"); ending a clause after a conclusion word ("So it's B.", "Therefore, B.", "Hence D") or
+     after "is" in a sentence that speaks of an answer ("The one that fits is B."); before a verdict at a clause
+     start ("B is correct", "A and C are wrong", "Only C remains"); alone as a sentence or line ("B.", "B) ..."
+     as a line label); and the rest of a list ("C or D"). Kept: a capital touching a letter, digit, apostrophe
+     or hyphen ("ATP", "X-ray", "I'm", "B-cells"), one a lowercase word follows ("A ball", "the answer is A bit
+     off"), one an operator follows ("A = B"), one inside $...$, and one a word names ("point B", "vitamin C",
+     "matrix A", "compound A"; decision: "Plan B" is a name, kept). A lowercase letter is never an option.
+     Every option letter is masked by default (`mask_for_problem`), not just the gold one: masking only the
+     gold letter would leak it by elimination ("option [MASKED] fits; option A fails");
    - option text, case-insensitive, as a whole phrase: its words in order with any whitespace between,
      and word boundaries at both ends (a number also may not continue with a digit, ".5" or sit after a
      minus). Decision on possessives: "corresponds to Avogadro's number" with option text "Avogadro" IS
@@ -21,7 +28,12 @@ What is removed, in this order, and why:
      and listed in `skipped`;
    - for MATH and free-form answers, the value of every answer statement ("the answer is 14/3",
      "Final answer: $x=5$"): a math span after the anchor, else the text up to the end of the clause.
-     Optionally every whole-token occurrence of the gold value (off by default: it erases working).
+   - with `gold_value="everywhere"` (`readers.masking.gold_value`), every occurrence of the gold value too, as
+     whole tokens in its usual spellings (\\dfrac = \\frac, a simple fraction as "14/3", "\\left(" = "(", "π",
+     "90°" / "90 degrees"). Not the gold: a longer number ("14", "4.5"), an exponent, coefficient or fraction part
+     ("x^4", "4x", "3/4"), a macro's argument ("\\frac{4}{3}", "\\sqrt{4}"), a negative ("-4", "-π"). A one-letter
+     gold is never masked everywhere (listed in `skipped`). Off by default: on the shipped MATH traces it touches
+     20% of the sentences (40% for one-digit golds, which sit in the question's own numbers).
    Every statement is masked, not only the first (the reference's "first 'the answer is'" bug).
 Spans are reported with offsets into the input text (step 1 only cuts the tail, so offsets stay valid),
 with a `gold` flag where it is known, since leakage decides the taxonomy.
@@ -135,31 +147,61 @@ def _box_content(box: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- letters
 
+_NOT_WORD = r"(?![A-Za-z0-9_'’-])"  # a letter touching one of these is part of a word ("ATP", "X-ray", "I'm", "B's")
 _GLUE_WORDS = (
-    r"is|would|should|must|will|be|then|therefore|thus|clearly|likely|probably|definitely|indeed|option|choice|letter"
+    r"is|would|should|must|will|be|then|here|now|still|therefore|thus|so|clearly|likely|probably|definitely|obviously"
+    r"|indeed|simply|actually|option|choice|letter"
 )
 _GLUE = (
-    r"(?:\s|\*|_|:|=|-|—|\$|\\\(|\\\[|\{|\\(?:text|textbf|mathrm|mathbf)\s*\{"
+    r"(?:\s|\*|_|:|,|=|-|—|\$|\\\(|\\\[|\{|\\(?:text|textbf|mathrm|mathbf)\s*\{"
     rf"|(?i:\b(?:{_GLUE_WORDS})\b))*?"
 )
-# Anchors after which a capital letter is an answer: answer nouns (then glue), option nouns (directly), verbs.
+# Strong anchors: after these (and glue) a capital option letter is an answer, whatever ends the clause.
 _ANSWER_ANCHOR = (
-    r"(?i:\b(?:final\s+answer|answer|correct\s+(?:option|choice|letter|one)|best\s+(?:option|choice)"
-    r"|right\s+(?:option|choice)|choose|chose|choosing|select|selecting|pick|go\s+with)\b)"
+    r"(?i:\b(?:final\s+answer|answer|final(?=\s*:)|(?:correct|right|best|only)\s+(?:option|choice|letter|one|answer|fit"
+    r"|match)|choose|chose|choosing|select|selecting|pick|picking|(?:go|going|went)\s+with|opt\s+for|settle\s+on"
+    r"|settled\s+on)\b)"
 )
-_NOUN_ANCHOR = r"(?i:\b(?:option|choice)\s*)"
-_LETTER = r"(?P<open>\()?(?P<letter>[A-Z])(?(open)\))(?![A-Za-z0-9_'’-])"
+_NOUN_ANCHOR = r"(?i:\b(?:options?|choices?)\s*)"
+_LETTER = rf"(?P<open>\()?(?P<letter>[A-Z])(?(open)\)){_NOT_WORD}"
 _STATEMENT = re.compile(rf"{_ANSWER_ANCHOR}{_GLUE}{_LETTER}|{_NOUN_ANCHOR}(?P<nopen>\()?(?P<nletter>[A-Z])(?(nopen)\))"
-                        r"(?![A-Za-z0-9_'’-])")  # fmt: skip
+                        rf"{_NOT_WORD}")  # fmt: skip
+# Weak anchors: after these a letter is an answer only where it ends the clause ("So it's B.", "Therefore, B.").
+_CONCLUSION = re.compile(
+    r"(?i:\b(?:so|thus|therefore|hence|consequently|it[’']s|it\s+is|it\s+must\s+be|must\s+be|should\s+be|would\s+be"
+    r"|that[’']s|that\s+leaves|leaves|leaving|only)\b)(?:[\s,:*]|(?i:\b(?:it[’']s|it\s+is|must\s+be|then|clearly"
+    rf"|probably|likely|definitely|just|only)\b))*?{_LETTER}"
+)
+# "The one that fits is B.": a plain "is" names an answer when its sentence speaks of one.
+_IS_LETTER = re.compile(rf"(?i:\b(?:is|be)\b)[\s*]*{_LETTER}")
+_ANSWERISH = re.compile(r"(?i)\b(?:answer|option|choice|one|correct|right|best|fits?|match(?:es)?|winner|likely)\b")
+_LETTER_END = re.compile(r"(?:\*\*)?[ \t]*(?:[.!?;]|$|\n|,?\s+(?i:because|since|as|given|here)\b)", re.M)
+# Predicates after a letter (or a list of them) that make it an answer: "B is correct", "A and C are wrong", "B fits".
+_LIST = rf"(?P<list>\(?[A-Z]\)?{_NOT_WORD}(?:\s*(?:,|/|&|(?i:\band\b|\bor\b))\s*\(?[A-Z]\)?{_NOT_WORD})*)"
+_PREDICATE = re.compile(
+    rf"{_LIST}(?:\*\*)?\s+(?:(?i:is|are|was|seems|looks|appears|must\s+be|would\s+be|should\s+be)\s+(?:\w+ly\s+)?"
+    r"(?i:correct|incorrect|right|wrong|the\s+(?:answer|correct|right|best|only|most)|best|our\s+answer|eliminated"
+    r"|ruled\s+out)\b|(?i:fits|matches|works|wins|remains|fails|it\s+is|does(?:n[’']t|\s+not)\s+(?:fit|work|match))\b)"
+)
+# A letter standing alone as a sentence or line ("B.", "(B)", "**B**", "B)" as a label), or bold anywhere.
+_ALONE = re.compile(r"(?P<letter>[A-Z])(?:\*\*)?(?:[.!?)]+(?=\s|\*|$)|[ \t]*(?:\*\*)?[ \t]*(?=\n|$))", re.M)
+_BRACKETED = re.compile(r"(?<![A-Za-z0-9_\\^)\]}])\((?P<letter>[A-Z])\)")
+_BOLD = re.compile(r"(?:\*\*|__|\\textbf\{)\s*(?P<span>\(?(?P<letter>[A-Z])\)?)\s*[.:]?\s*(?:\*\*|__|\})")
 _CONT = re.compile(
     r"(?:\*\*|\)|\s)*\s*(?:,|/|&|(?i:\bor\b|\band\b))\s*(?i:(?:option|choice)\s+)?"
-    r"(?P<open>\()?(?P<letter>[A-Z])(?(open)\))(?![A-Za-z0-9_'’-])"
+    rf"(?P<open>\()?(?P<letter>[A-Z])(?(open)\)){_NOT_WORD}"
 )
 # After an unbracketed letter, a lowercase word makes it prose ("the answer is A ball") except these.
 _WORDS_AFTER = frozenset(
-    ["is", "are", "was", "because", "since", "as", "and", "or", "which", "both", "seems", "looks", "appears"]
+    ["is", "are", "was", "because", "since", "as", "and", "or", "which", "both", "seems", "looks", "appears", "it",
+     "fits", "matches", "works", "here"]
+)  # fmt: skip
+_OPERATOR = re.compile(r"\s*(?:[=<>+^/]|\*(?!\*)|\\(?:cdot|times|div|pm|leq?|geq?|neq|approx|to|subset|cup|cap)\b"
+                       r"|[⊂⊆∪∩→≤≥≠≈×·])")  # fmt: skip
+_CLAUSE_WORDS = frozenset(
+    ["so", "thus", "therefore", "hence", "then", "and", "but", "only", "clearly", "option", "choice"]
 )
-_OPERATOR = re.compile(r"\s*(?:[=<>+^/]|\*(?!\*)|\\(?:cdot|times|div|pm|leq?|geq?|neq|approx|to)\b)")
+_MATH_SPAN = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|\\\(.*?\\\)|\\\[.*?\\\]", re.S)
 
 
 def _stands_alone(text: str, end: int, bracketed: bool) -> bool:
@@ -172,26 +214,87 @@ def _stands_alone(text: str, end: int, bracketed: bool) -> bool:
     return not word or word.group(1) in _WORDS_AFTER
 
 
+def _before(text: str, start: int) -> tuple[str, bool]:
+    """Up to 40 characters before `start` less trailing spaces and markup ("**", "- ", "> "), and whether anything
+    was stripped; the text's start reads as a new line."""
+    raw = ("\n" if start <= 40 else "") + text[max(0, start - 40) : start]
+    before = raw.rstrip(" \t*_>#-")
+    return before, len(before) < len(raw)
+
+
+def _sentence_start(text: str, start: int) -> bool:
+    """Does a sentence or line begin at `start`?"""
+    before, spaced = _before(text, start)
+    return before.endswith("\n") or (spaced and before.endswith((".", "!", "?", ":")))
+
+
+def _clause_start(text: str, start: int) -> bool:
+    """Does a clause begin at `start`? (a sentence or line, after , ; : ( or a conclusion word like "so")."""
+    before, _ = _before(text, start)
+    if before.endswith(("\n", ".", "!", "?", ",", ";", ":", "(")):
+        return True
+    word = re.search(r"([A-Za-z]+)$", before)
+    return bool(word) and word.group(1).lower() in _CLAUSE_WORDS
+
+
+def _in(spans: Sequence[tuple[int, int]], pos: int) -> bool:
+    return any(s <= pos < e for s, e in spans)
+
+
 def letter_spans(text: str, letters: str) -> list[tuple[int, int, str]]:
-    """(start, end, letter) of every option letter in `letters` that an answer statement names."""
-    out = []
-    for m in _STATEMENT.finditer(text):
-        if m.group("letter"):
-            key, bracketed, strict = "letter", bool(m.group("open")), True
-        else:
-            key, bracketed, strict = "nletter", True, False  # "option A ..." labels an option whatever follows
-        letter = m.group(key)
-        if letter not in letters or (strict and not _stands_alone(text, m.end(), bracketed)):
-            continue
-        bracket = "open" if key == "letter" else "nopen"
-        s = m.start(bracket) if m.group(bracket) else m.start(key)
-        out.append((s, m.end(), letter))
-        pos = m.end()
+    """(start, end, letter) of every option letter in `letters` that stands as an answer (module docstring rules)."""
+    if not letters:
+        return []
+    math = [m.span() for m in _MATH_SPAN.finditer(text)]
+    found: dict[tuple[int, int], str] = {}
+
+    def add(s: int, e: int, letter: str) -> None:
+        found[(s, e)] = letter
+        pos = e
         while (c := _CONT.match(text, pos)) and c.group("letter") in letters:
             if not _stands_alone(text, c.end(), bool(c.group("open"))):
                 break
-            out.append((c.start("open") if c.group("open") else c.start("letter"), c.end(), c.group("letter")))
+            found[(c.start("open") if c.group("open") else c.start("letter"), c.end())] = c.group("letter")
             pos = c.end()
+
+    def span(m: re.Match[str], key: str = "letter", bracket: str = "open") -> tuple[int, int]:
+        return (m.start(bracket) if m.group(bracket) else m.start(key)), m.end()
+
+    for m in _STATEMENT.finditer(text):  # strong anchors ("the answer is B", "option (C)", "I'd go with B")
+        if m.group("letter"):
+            if m.group("letter") in letters and _stands_alone(text, m.end(), bool(m.group("open"))):
+                add(*span(m), m.group("letter"))
+        elif m.group("nletter") in letters:  # "option A ..." labels an option whatever follows
+            add(*span(m, "nletter", "nopen"), m.group("nletter"))
+    for m in _BRACKETED.finditer(text):  # "(B) fits best", "compare (A) and (C)"; not "P(A)"
+        if m.group("letter") in letters:
+            add(*m.span(), m.group("letter"))
+    for m in _BOLD.finditer(text):  # "**B**", "**(B)**", "\textbf{B}"
+        if m.group("letter") in letters:
+            add(*m.span("span"), m.group("letter"))
+    for pat in (_CONCLUSION, _IS_LETTER):  # "So it's B.", "Therefore, B.", "The one that fits is B."
+        for m in pat.finditer(text):
+            s, e = span(m)
+            if m.group("letter") not in letters or _in(math, s) or not _LETTER_END.match(text, e):
+                continue
+            if pat is _IS_LETTER:
+                sentence = text[max(0, text.rfind(".", 0, m.start()) + 1, text.rfind("\n", 0, m.start()) + 1) : s]
+                if not _ANSWERISH.search(sentence):
+                    continue
+            add(s, e, m.group("letter"))
+    for m in _PREDICATE.finditer(text):  # "B is correct", "A and C are wrong", "B fits"
+        if _in(math, m.start()) or not _clause_start(text, m.start()):
+            continue
+        for lm in re.finditer(rf"\(?([A-Z])\)?{_NOT_WORD}", m.group("list")):
+            if lm.group(1) in letters:
+                add(m.start("list") + lm.start(), m.start("list") + lm.end(), lm.group(1))
+    for m in _ALONE.finditer(text):  # "B." or "B" as a whole sentence or line, "B) ..." as a line label
+        if m.group("letter") in letters and not _in(math, m.start()) and _sentence_start(text, m.start()):
+            add(m.start(), m.start() + 1, m.group("letter"))
+    out: list[tuple[int, int, str]] = []
+    for s, e, letter in sorted(((s, e, x) for (s, e), x in found.items()), key=lambda t: (t[0], -t[1])):
+        if not out or s >= out[-1][1]:  # one span per letter: "**(B)**" is found by two rules
+            out.append((s, e, letter))
     return out
 
 
@@ -245,6 +348,74 @@ def statement_spans(text: str) -> list[tuple[int, int]]:
         value = text[start:end].rstrip("*_ \t")
         if value.strip():
             out.append((start, start + len(value)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- gold value
+
+GoldValueScope = Literal["statements", "everywhere"]
+# LaTeX spellings one value has in a CoT: \dfrac = \frac, "\left(" = "(", "\pi" = "π", "^\circ" = "°" = " degrees".
+_ATOM_ALTS = {
+    "\\frac": r"\\[dt]?frac", "\\dfrac": r"\\[dt]?frac", "\\tfrac": r"\\[dt]?frac", "\\pi": r"(?:\\pi(?![A-Za-z])|π)",
+    "\\sqrt": r"(?:\\sqrt|√)", "(": r"(?:\\left\s*)?\(", ")": r"(?:\\right\s*)?\)", "[": r"(?:\\left\s*)?\[",
+    "]": r"(?:\\right\s*)?\]", "-": r"[-−]", "\\cdot": r"(?:\\cdot|\\times|×|·)",
+}  # fmt: skip
+_ATOM = re.compile(r"\^\\circ|\^\{\\circ\}|\\[A-Za-z]+|\\.|\S")
+_SIMPLE_FRAC = re.compile(r"\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}|\\[dt]?frac(\d)(\d)")
+_MACRO_ARG = re.compile(r"(?:\\(?!text|mathrm|mathbf|textbf|boxed)[A-Za-z]+|\})\s*\{$")
+
+
+def _clean_gold(gold: str) -> str:
+    g = gold.strip().strip("$").strip()
+    g = re.sub(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}", r"\1", g)
+    return re.sub(r"\\left|\\right|\\!|\\,|\\;", "", g).strip()
+
+
+def _atoms_pattern(value: str) -> str:
+    atoms = _ATOM.findall(value)
+    out = []
+    for a in atoms:
+        if a in ("^\\circ", "^{\\circ}"):
+            out.append(r"(?:\^\s*\{?\s*\\circ\s*\}?|°|\s*degrees?\b)")
+        else:
+            out.append(_ATOM_ALTS.get(a, re.escape(a)))
+    return r"\s*".join(out)
+
+
+def gold_value_pattern(gold: str) -> re.Pattern[str] | None:
+    """The gold value as whole tokens, in the spellings it takes in a CoT (module docstring); None when it is too
+    short to mask without erasing words (one letter or symbol)."""
+    g = _clean_gold(gold)
+    if not g or (len(g) < 2 and not g.isdigit()):
+        return None
+    alts = [_atoms_pattern(g)]
+    if f := _SIMPLE_FRAC.fullmatch(g.lstrip("-−")):  # \frac{14}{3} is also written 14/3
+        num, den = (f.group(1), f.group(2)) if f.group(1) is not None else (f.group(3), f.group(4))
+        sign = r"[-−]\s*" if g[0] in "-−" else ""
+        alts.append(sign + r"\(?" + _atoms_pattern(num) + r"\)?\s*/\s*\(?" + _atoms_pattern(den) + r"\)?")
+    body = "(?:" + "|".join(alts) + ")"
+    first, last = g[0], g[-1]
+    left = r"(?<![\w.^_/])" if first.isalnum() or first == "\\" else r"(?<![\w)])" if first in "-−" else ""
+    if first.isalnum() or first == "\\":  # "-4" and "-\pi" are other values
+        left += r"(?<![-−])(?<!\d[.,])"
+    right = r"(?![\w^/])" if last.isalnum() else ""
+    if last.isdigit():
+        right += r"(?![.,]\d)"
+    return re.compile(left + body + right)
+
+
+def gold_value_spans(text: str, gold: str) -> list[tuple[int, int]]:
+    """Every whole-token occurrence of the gold value, less a number that is a macro's argument: the "4" of
+    "\\frac{4}{3}" or "\\sqrt{4}" is not the value 4."""
+    pat = gold_value_pattern(gold)
+    if pat is None:
+        return []
+    out = []
+    for m in pat.finditer(text):
+        s, e = m.span()
+        if text[s - 1 : s] == "{" and (_MACRO_ARG.search(text, max(0, s - 12), s) or text.startswith("}{", e)):
+            continue
+        out.append((s, e))
     return out
 
 
@@ -337,7 +508,9 @@ def mask_answer(
         spans += [MaskedSpan("statement", s, e, text[s:e], same(text[s:e]))
                   for s, e in statement_spans(text)]  # fmt: skip
     if mask_gold_value_everywhere and gold_value:
-        spans += [MaskedSpan("gold_value", s, e, text[s:e], True) for s, e in phrase_spans(text, gold_value)]
+        if gold_value_pattern(gold_value) is None:
+            skipped.append(f"{gold_value!r}: too short to mask everywhere")
+        spans += [MaskedSpan("gold_value", s, e, text[s:e], True) for s, e in gold_value_spans(text, gold_value)]
 
     spans.sort(key=lambda sp: (sp.start, -sp.end))
     regions: list[list[int]] = []
@@ -365,12 +538,14 @@ def mask_for_problem(
     *,
     letters: Literal["all", "gold"] = "all",
     choice_texts: Literal["gold", "all"] = "gold",
+    gold_value: GoldValueScope = "statements",
     **kwargs: Any,
 ) -> MaskResult:
     """`mask_answer` with what the problem says to mask. Multiple choice (GPQA, or BBH with "(B)" golds):
     answer-statement letters (all the problem's letters by default, see the module docstring) and the gold
     option's text (or every option's, choice_texts="all"); MATH and free form: boxes and answer-statement
-    values, with the gold as `gold_value`. Other keyword arguments go to `mask_answer` (truncation, ...)."""
+    values, with the gold as `gold_value`, and with gold_value="everywhere" every whole-token occurrence of the gold
+    value (`readers.masking.gold_value`). Other keyword arguments go to `mask_answer` (truncation, ...)."""
     gold = re.fullmatch(r"\s*\(?([A-Z])\)?\s*", problem.answer)
     if problem.choices or (gold and problem.benchmark != "math"):
         if not gold:
@@ -384,4 +559,7 @@ def mask_for_problem(
             cot, letters=all_letters if letters == "all" else g, gold_letter=g, option_texts=chosen,
             gold_text=gold_text, **kwargs,
         )  # fmt: skip
-    return mask_answer(cot, statements=True, gold_value=problem.answer, gold_check=grade_check(problem), **kwargs)
+    return mask_answer(
+        cot, statements=True, gold_value=problem.answer, gold_check=grade_check(problem),
+        mask_gold_value_everywhere=gold_value == "everywhere", **kwargs,
+    )  # fmt: skip
