@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
-from pathlib import Path
 from email.parser import BytesParser
 from email.policy import HTTP
+from pathlib import Path
 
 import httpx
 import pytest
@@ -218,8 +218,10 @@ def test_submit_sends_what_the_sdk_builds_from_our_request(cfg, monkeypatch):
         "type": "Lora", "lora_r": t.lora_r, "lora_alpha": t.lora_alpha, "lora_dropout": t.lora_dropout,
         "lora_trainable_modules": ",".join(t.lora_target_modules),
     }  # fmt: skip
-    assert job["lr_scheduler"] == {"lr_scheduler_type": t.lr_scheduler_type,
-                                   "lr_scheduler_args": {"min_lr_ratio": tc.min_lr_ratio, "num_cycles": t.num_cycles}}
+    assert job["lr_scheduler"] == {
+        "lr_scheduler_type": t.lr_scheduler_type,
+        "lr_scheduler_args": {"min_lr_ratio": tc.min_lr_ratio, "num_cycles": t.num_cycles},
+    }
     wire = {
         "learning_rate": t.learning_rate, "n_epochs": round(t.num_train_epochs), "batch_size": t.effective_batch_size,
         "warmup_ratio": t.warmup_ratio, "max_grad_norm": t.max_grad_norm, "weight_decay": t.weight_decay,
