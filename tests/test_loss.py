@@ -17,6 +17,7 @@ the reference (adapters disabled) and a wrong sign, normalization or pairing wou
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -185,15 +186,104 @@ def test_precomputed_reference_gives_the_same_metrics(trainer, tmp_path):
         assert b[key] == pytest.approx(a[key], abs=1e-5), key
 
 
+LABEL_SMOOTHING, DISCOPOP_TAU = 0.1, 0.05  # TRL's discopop_tau default; label smoothing > 0 so its terms count
+
+
+def _per_pair_loss(loss_type: str, rows: list[dict]) -> torch.Tensor:
+    """Each TRL 1.16 loss (trl/trainer/dpo_trainer.py, `_compute_loss`) written out from its paper's formula on the
+    independent log-probs: dc, dr are the chosen / rejected log ratios (policy minus reference, summed over the
+    completion), d = dc - dr, n its token count. One value per pair (sft: the pooled NLL), the loss is their mean."""
+    ls, b, sig, logsig = LABEL_SMOOTHING, BETA, torch.sigmoid, torch.nn.functional.logsigmoid
+    pc = torch.stack([r["policy_chosen"].sum() for r in rows])
+    pr = torch.stack([r["policy_rejected"].sum() for r in rows])
+    rc = torch.stack([r["ref_chosen"].sum() for r in rows])
+    rr = torch.stack([r["ref_rejected"].sum() for r in rows])
+    nc = torch.tensor([float(len(r["policy_chosen"])) for r in rows], dtype=pc.dtype)
+    nr = torch.tensor([float(len(r["policy_rejected"])) for r in rows], dtype=pc.dtype)
+    dc, dr = pc - rc, pr - rr
+    d = dc - dr
+
+    def smoothed(z: torch.Tensor) -> torch.Tensor:  # conservative DPO: the label is wrong with probability ls
+        return -(1 - ls) * logsig(b * z) - ls * logsig(-b * z)
+
+    if loss_type == "sigmoid":
+        return -logsig(b * d)
+    if loss_type == "sigmoid_norm":
+        return -logsig(b * (dc / nc - dr / nr))
+    if loss_type == "hinge":
+        return torch.clamp(1 - b * d, min=0)
+    if loss_type == "ipo":
+        return (dc / nc - dr / nr - 1 / (2 * b)) ** 2
+    if loss_type == "exo_pair":  # KL(softmax(b * [dc, dr]) || [1 - ls, ls])
+        q = sig(b * d)
+        return q * (torch.log(q) - math.log1p(-ls)) + (1 - q) * (torch.log(1 - q) - math.log(ls))
+    if loss_type == "nca_pair":
+        return -logsig(b * dc) - 0.5 * logsig(-b * dc) - 0.5 * logsig(-b * dr)
+    if loss_type == "robust":
+        return (-(1 - ls) * logsig(b * d) + ls * logsig(-b * d)) / (1 - 2 * ls)
+    if loss_type == "bco_pair":
+        return -logsig(b * dc) - logsig(-b * dr)
+    if loss_type == "sppo_hard":
+        return (dc - 0.5 / b) ** 2 + (dr + 0.5 / b) ** 2
+    if loss_type == "aot":  # sorted policy margins against sorted reference margins
+        return smoothed(torch.sort(pc - pr).values - torch.sort(rc - rr).values)
+    if loss_type == "aot_unpaired":
+        return smoothed(torch.sort(dc).values - torch.sort(dr).values)
+    if loss_type == "apo_zero":
+        return 1 - sig(b * dc) + sig(b * dr)
+    if loss_type == "apo_down":
+        return sig(b * dc) + 1 - sig(b * d)
+    if loss_type == "discopop":
+        m = sig(b * d / DISCOPOP_TAU)
+        return -logsig(b * d) * (1 - m) + torch.exp(-b * d) * m
+    if loss_type == "sft":
+        chosen = torch.cat([r["policy_chosen"] for r in rows])
+        return (-chosen.sum() / len(chosen)).expand(len(rows))
+    raise AssertionError(f"no independent formula for {loss_type}")
+
+
+@pytest.fixture(scope="module")
+def independent_rows(trainer) -> list[dict]:
+    return _independent(trainer)
+
+
 @pytest.mark.parametrize("loss_type", TRL_LOSS_TYPES)
-def test_every_accepted_loss_name_runs_in_trl(trainer, loss_type):
-    """The names config.py accepts are the ones TRL's loss computes (it raises on any other, at the first step)."""
-    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(2)]))
-    saved = trainer.loss_types, trainer.loss_weights
-    trainer.loss_types, trainer.loss_weights = [loss_type], [1.0]
+def test_every_accepted_loss_name_runs_in_trl(trainer, independent_rows, loss_type):
+    """Every name config.py accepts is a loss TRL computes (it raises on any other, at the first step), and gives a
+    finite number equal to the formula computed independently on all five pairs (a padded batch, as in
+    training). A NaN or infinite loss fails here: a failure is never a loss value."""
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(len(PAIRS))]))
+    saved = trainer.loss_types, trainer.loss_weights, trainer.label_smoothing
+    trainer.loss_types, trainer.loss_weights, trainer.label_smoothing = [loss_type], [1.0], LABEL_SMOOTHING
     try:
         with torch.no_grad():
             loss = trainer.compute_loss(trainer.model, batch)
     finally:
-        trainer.loss_types, trainer.loss_weights = saved
-    assert loss.ndim == 0
+        trainer.loss_types, trainer.loss_weights, trainer.label_smoothing = saved
+    assert trainer.args.discopop_tau == DISCOPOP_TAU
+    assert loss.ndim == 0 and math.isfinite(loss.item()), loss
+    expected = _per_pair_loss(loss_type, independent_rows).mean().item()
+    assert math.isfinite(expected)
+    assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-5), (loss_type, loss.item(), expected)
+
+
+def test_independent_losses_tell_the_variants_apart(independent_rows):
+    """The check above can fail: on these pairs, variants that differ only in sorting, smoothing or length
+    normalization give different numbers (with two pairs, aot's sort kept the pairing and equalled sigmoid)."""
+    value = {t: _per_pair_loss(t, independent_rows).mean().item() for t in TRL_LOSS_TYPES}
+    for a, b in [("sigmoid", "aot"), ("sigmoid", "aot_unpaired"), ("sigmoid", "sigmoid_norm"), ("sigmoid", "robust"),
+                 ("ipo", "sppo_hard"), ("apo_zero", "apo_down"), ("nca_pair", "bco_pair")]:  # fmt: skip
+        assert abs(value[a] - value[b]) > 1e-4, (a, b)
+
+
+def test_exo_pair_needs_label_smoothing(tmp_path):
+    """exo_pair's target distribution is [1 - label_smoothing, label_smoothing]: with TRL's default 0 its loss is
+    log(0) = inf at every step, so the config refuses it before a run starts."""
+    from legibility.errors import LegibilityError
+
+    t = TrainConfig(trl={"loss_type": ["exo_pair"], "loss_weights": [1.0], "report_to": "none"})
+    with pytest.raises(LegibilityError, match=r"train\.trl\.label_smoothing"):
+        t.dpo_config(str(tmp_path), bf16=False, use_cpu=True)
+    smoothed = TrainConfig(trl={"loss_type": ["exo_pair"], "loss_weights": [1.0], "label_smoothing": 1e-3,
+                                "report_to": "none"})  # fmt: skip
+    assert smoothed.dpo_config(str(tmp_path), bf16=False, use_cpu=True).label_smoothing == 1e-3

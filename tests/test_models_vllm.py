@@ -5,11 +5,14 @@ checked against the hf backend's and prompts against hf's rendering. With vLLM a
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import inspect
 import json
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -36,9 +39,43 @@ from legibility.models.vllm import (
 )
 from legibility.records import Message
 
+VLLM_PARAMS = Path(__file__).parent / "data" / "vllm_params.json"
 QUESTIONS = ["What is 2+2?", "Name a color.", "Write a haiku about the sea, the wind and the sun.", "Hi"]
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 needs_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and HAVE_VLLM), reason=GPU_SKIP)
+
+
+def vllm_names() -> dict[str, list[str]]:
+    """The parameter names of the vLLM API the backend calls: the installed vLLM's signatures, else the list
+    recorded from vLLM's sources (tests/data/vllm_params.json). LoRARequest's in positional order."""
+    if not HAVE_VLLM:
+        return {k: v["names"] for k, v in json.loads(VLLM_PARAMS.read_text()).items() if isinstance(v, dict)}
+    import vllm
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.lora.request import LoRARequest
+
+    def sig(f: Any) -> list[str]:
+        return [n for n, p in inspect.signature(f).parameters.items() if n != "self" and p.kind != p.VAR_KEYWORD]
+
+    return {
+        "SamplingParams": sig(vllm.SamplingParams),
+        "LLM.__init__": sig(vllm.LLM.__init__),
+        "LLM.generate": sig(vllm.LLM.generate),
+        "EngineArgs": [f.name for f in dataclasses.fields(EngineArgs)],
+        "LoRARequest": sig(LoRARequest),
+    }
+
+
+VLLM_NAMES = vllm_names()
+SAMPLING_NAMES = frozenset(VLLM_NAMES["SamplingParams"])
+LLM_NAMES = frozenset(VLLM_NAMES["LLM.__init__"]) | frozenset(VLLM_NAMES["EngineArgs"])  # LLM(**kw) -> EngineArgs
+
+
+def _refuse_unknown(what: str, names: frozenset[str], kwargs: dict[str, Any]) -> None:
+    """As vLLM does (TypeError: unexpected keyword argument), for a name its signature does not have."""
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise TypeError(f"{what} got unexpected keyword argument(s) {unknown}")
 
 
 def user(text: str) -> list[Message]:
@@ -139,14 +176,17 @@ def test_missing_vllm_is_a_clear_error(monkeypatch, tmp_path):
 
 
 class FakeSamplingParams:
+    """vllm.SamplingParams: keyword arguments only, and only the names vLLM's has."""
+
     def __init__(self, **kwargs: Any) -> None:
+        _refuse_unknown("SamplingParams", SAMPLING_NAMES, kwargs)
         self.kwargs = kwargs
         self.max_tokens = kwargs.get("max_tokens", 16)
         self.prompt_logprobs = kwargs.get("prompt_logprobs")
 
 
 @dataclass
-class FakeLoRARequest:
+class FakeLoRARequest:  # vllm.lora.request.LoRARequest's first three fields, in its order (checked below)
     lora_name: str
     lora_int_id: int
     lora_path: str
@@ -218,8 +258,9 @@ def fake_vllm(monkeypatch, hf):
     mod.__version__ = "0.0-fake"
     mod.engines = []
 
-    def make_llm(**kwargs):
-        engine = FakeLLM(kwargs, scorer=hf._base)
+    def make_llm(model, **kwargs):
+        _refuse_unknown("LLM", LLM_NAMES, kwargs)
+        engine = FakeLLM({"model": model, **kwargs}, scorer=hf._base)
         mod.engines.append(engine)
         return engine
 
@@ -233,6 +274,28 @@ def fake_vllm(monkeypatch, hf):
     monkeypatch.setitem(sys.modules, "vllm.lora", lora)
     monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
     return mod
+
+
+def test_the_stand_in_takes_only_vllms_parameter_names(fake_vllm):
+    """The fakes check the backend's argument names against vLLM's (the installed one, or the recorded list), not
+    against this file's expectations: a misspelled keyword fails as it would on a GPU."""
+    recorded = json.loads(VLLM_PARAMS.read_text())
+    for key in ("SamplingParams", "LLM.__init__", "LLM.generate", "EngineArgs", "LoRARequest"):
+        assert recorded[key]["file"].startswith("vllm/") and len(recorded[key]["commit"]) == 40, key
+    for kw in (sampling_kwargs(Sampling(temperature=0.7, stop=("x",)), 8, 3), sampling_kwargs(Sampling(), 8, None),
+               SCORE_KWARGS):  # fmt: skip
+        assert set(kw) <= SAMPLING_NAMES, set(kw) - SAMPLING_NAMES
+        FakeSamplingParams(**kw)
+    with pytest.raises(TypeError, match="tempreature"):
+        FakeSamplingParams(tempreature=0.5)
+    generate = [n for n in inspect.signature(FakeLLM.generate).parameters if n != "self"]
+    assert generate[:2] == VLLM_NAMES["LLM.generate"][:2] and set(generate) <= set(VLLM_NAMES["LLM.generate"])
+    assert [f.name for f in dataclasses.fields(FakeLoRARequest)] == VLLM_NAMES["LoRARequest"][:3]  # positional
+
+    VLLMChatModel("embedded", engine_kwargs={"enforce_eager": True, "max_num_seqs": 8})
+    assert fake_vllm.engines[-1].kwargs["enforce_eager"] is True
+    with pytest.raises(TypeError, match="enforce_eagr"):
+        VLLMChatModel("embedded", engine_kwargs={"enforce_eagr": True})
 
 
 def test_engine_arguments_and_meta(fake_vllm, hf):

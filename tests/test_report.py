@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -209,3 +210,111 @@ def test_legibility_tax_is_conditioned_on_right_cots() -> None:
     assert (pts["x"].iloc[0], pts["y"].iloc[0], pts["n"].iloc[0]) == (0.4, 0.75, 4)  # not the 0.3 over all CoTs
     no_column = SimpleNamespace(table=lambda name: {"accuracy": acc, "readers": rd.iloc[:, :6]}[name])
     assert tax_points(no_column, ["g"]).empty  # an old table: no point rather than the confounded one
+
+
+# -- the numbers on the page are the numbers in eval/tables ---------------------------------------------------
+
+
+class Rows(HTMLParser):
+    """The cell texts of every table row in one HTML fragment (a cell's <small> line joined after a space)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "small" and self._cell is not None:
+            self._cell.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def html_rows(text: str, sid: str) -> list[list[str]]:
+    return Rows(text.split(f'<section id="{sid}">', 1)[1].split("</section>", 1)[0]).rows
+
+
+def md_rows(text: str, sid: str) -> list[list[str]]:
+    block = text.split(f'<a id="{sid}"></a>', 1)[1].split('<a id="', 1)[0]
+    return [
+        [c.strip() for c in line.strip()[1:-1].split(" | ")] for line in block.splitlines() if line.startswith("| ")
+    ]
+
+
+def sig3(v: object, count: bool = False) -> str:
+    """The report's number format, written out again: three significant digits, counts as integers, a dash for
+    nothing (the values of the fabricated run lie where these rules hold)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if count or isinstance(v, int):
+        assert float(v).is_integer(), v
+        return str(int(v))
+    x = float(v)
+    if x == 0:
+        return "0"
+    assert 1e-3 <= abs(x) < 1000, x
+    return f"{x:#.3g}".rstrip(".")
+
+
+def ci(est: object, low: object, high: object) -> str:
+    return f"{sig3(est)} [{sig3(low)}, {sig3(high)}]"
+
+
+def expected_rows(tables: Path) -> dict[str, list[list[str]]]:
+    """Per report section, the rows its tables must show, built from eval/tables/*.csv alone."""
+
+    def read(name: str) -> list[dict]:
+        return pd.read_csv(tables / f"{name}.csv").to_dict("records")
+
+    out: dict[str, list[list[str]]] = {"results-accuracy": [], "results-readers": [], "results-taxonomy": [],
+                                       "results-curves": []}  # fmt: skip
+    for r in read("accuracy"):
+        out["results-accuracy"].append([r["generator"], r["benchmark"], sig3(r["n"], True), sig3(r["n_problems"], True),
+                                        ci(r["accuracy"], r["low"], r["high"]), sig3(r["accuracy_strict"]),
+                                        sig3(r["failed"], True)])  # fmt: skip
+    for r in read("readers"):
+        gen = r["generator"] if isinstance(r["generator"], str) else "–"
+        out["results-readers"].append([r["reader"], r["condition"], gen, sig3(r["n"], True),
+                                       ci(r["accuracy"], r["low"], r["high"]), sig3(r["failed"], True)])  # fmt: skip
+    for r in read("uplift"):  # every column, in the file's order
+        out["results-readers"].append([r[c] if isinstance(r[c], str) else sig3(r[c], c == "n") for c in r])
+    for r in read("taxonomy"):
+        out["results-taxonomy"].append([r["generator"], *(sig3(r[c], True) for c in list(r)[1:])])
+    for r in read("aoc"):
+        out["results-curves"].append([r["generator"], r["reader"], ci(r["aoc"], r["low"], r["high"]), sig3(r["auc"]),
+                                      sig3(r["n_traces"], True)])  # fmt: skip
+    return out
+
+
+def test_table_numbers_appear_on_both_pages(runs: dict[str, Path]) -> None:
+    """Values taken from eval/tables/*.csv (accuracy, readers, uplift, taxonomy, early answering, validity) are in
+    report.md and report.html, formatted as the report formats them, in the row of their section's table that
+    carries them: a dropped column, a swapped interval or a number from the wrong row fails."""
+    run = runs["full"]
+    pages = {"md": (run / "report.md").read_text(encoding="utf-8"), "html": (run / "report.html").read_text("utf-8")}
+    parse = {"md": md_rows, "html": html_rows}
+    expected = expected_rows(run / "eval" / "tables")
+    assert all(len(rows) >= 2 for rows in expected.values()), {k: len(v) for k, v in expected.items()}
+    validity = pd.read_csv(run / "eval" / "tables" / "validity.csv").to_dict("records")
+    assert len(validity) >= 9
+    for kind, text in pages.items():
+        for sid, rows in expected.items():
+            shown = parse[kind](text, sid)
+            for row in rows:
+                assert row in shown, (kind, sid, row, shown[:6])
+        shown = parse[kind](text, "results-validity")
+        for r in validity:  # one table per model: the row of the transform holds the metric's AUROC and interval
+            cell = ci(r["auroc"], r["low"], r["high"]) if pd.notna(r["low"]) else sig3(r["auroc"])
+            assert any(row[0] == r["transform"] and cell in row[2:] for row in shown), (kind, r)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
+from email.parser import BytesParser
+from email.policy import HTTP
 from pathlib import Path
-from types import SimpleNamespace
 
+import httpx
 import pytest
 
 from legibility import together as tg
@@ -17,6 +19,7 @@ from legibility.errors import LegibilityError
 FIXTURE = Path(__file__).parent / "fixtures" / "train_together.jsonl"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAKE_KEY = "tgp_v1_FAKEKEYdonotleak0123456789"
+FAKE_WANDB_KEY = "wandb_FAKEKEYdonotleak9876543210"
 
 
 @pytest.fixture
@@ -109,39 +112,139 @@ def test_missing_files(cfg):
         tg.submit(cfg2, dry_run=True)
 
 
-def submit_with_fake_client(cfg, monkeypatch) -> tuple[dict, dict]:
-    """`tg.submit` with the SDK client replaced; returns (the calls it made, its result)."""
+LIMITS = {  # GET /v1/fine-tunes/models/limits, as Together answers for Qwen3-8B (a LoRA DPO job of batch 8 fits)
+    "model_name": "Qwen/Qwen3-8B", "default_gradient_accumulation_steps": 1, "max_learning_rate": 1.0,
+    "min_learning_rate": 0.0, "max_num_checkpoints": 100, "max_num_epochs": 20, "max_num_evals": 100,
+    "max_seq_length_dpo": 131072, "max_seq_length_sft": 131072, "min_max_seq_length": 512, "merge_output_lora": False,
+    "supports_full_training": True, "supports_reasoning": True, "supports_tools": True, "supports_vision": False,
+    "lora_training": {"default_rank": 64, "max_rank": 64, "min_batch_size": 8, "max_batch_size": 64,
+                      "max_batch_size_dpo": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+}  # fmt: skip
+
+
+def _form(request: httpx.Request) -> dict[str, str]:
+    """The fields of a multipart/form-data body."""
+    head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
+    msg = BytesParser(policy=HTTP).parsebytes(head + request.content)
+    return {part.get_param("name", header="content-disposition"): part.get_content() for part in msg.iter_parts()}
+
+
+class FakeTogetherAPI:
+    """Together's REST API on an `httpx.MockTransport`: the endpoints that the real SDK's `files.upload` (ask for an
+    upload URL, PUT the bytes there, preprocess) and `fine_tuning.create` (model limits, price estimate, the job)
+    call. It records each request as the SDK's own builders made it; nothing leaves the process."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.uploads: dict[str, dict] = {}  # file id -> {"form": ..., "content": bytes}
+        self.job: dict | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        path = request.url.path
+        if request.url.host == "storage.together.test":  # the presigned upload URL: no API key may reach it
+            assert "authorization" not in request.headers
+            self.uploads[path.rsplit("/", 1)[1]]["content"] = request.content
+            return httpx.Response(200)
+        assert request.headers["authorization"] == f"Bearer {FAKE_KEY}"
+        if (request.method, path) == ("POST", "/v1/files"):
+            file_id = f"file-{len(self.uploads) + 1}"
+            self.uploads[file_id] = {"form": _form(request)}
+            where = f"https://storage.together.test/put/{file_id}"
+            return httpx.Response(302, headers={"Location": where, "X-Together-File-Id": file_id})
+        if request.method == "POST" and path.startswith("/v1/files/") and path.endswith("/preprocess"):
+            file_id = path.split("/")[3]
+            form = self.uploads[file_id]["form"]
+            return httpx.Response(200, json={"id": file_id, "bytes": len(self.uploads[file_id]["content"]),
+                                             "created_at": 1, "filename": form["file_name"], "FileType": "jsonl",
+                                             "object": "file", "purpose": form["purpose"]})  # fmt: skip
+        if (request.method, path) == ("GET", "/v1/fine-tunes/models/limits"):
+            assert request.url.params["model_name"] == LIMITS["model_name"]
+            return httpx.Response(200, json=LIMITS)
+        if (request.method, path) == ("POST", "/v1/fine-tunes/estimate-price"):
+            return httpx.Response(200, json={"estimation_available": True, "allowed_to_proceed": True})
+        if (request.method, path) == ("POST", "/v1/fine-tunes"):
+            self.job = json.loads(request.content)
+            # the API echoes parameters back (here the W&B key inside a URL): nothing stored may keep it
+            echo = f"https://wandb.test/?key={self.job.get('wandb_key')}"
+            return httpx.Response(200, json={"id": "ft-1", "created_at": "2026-01-01T00:00:00Z",
+                                             "updated_at": "2026-01-01T00:00:00Z", "status": "pending",
+                                             "model": self.job["model"], "wandb_url": echo})  # fmt: skip
+        return httpx.Response(404, json={"error": f"no route {request.method} {path}"})
+
+
+def submit_offline(cfg, monkeypatch) -> tuple[FakeTogetherAPI, dict]:
+    """`tg.submit` through the real `together.Together` client, its HTTP client on a `FakeTogetherAPI` transport;
+    returns (the API with what it received, submit's result)."""
     import together
 
-    calls: dict = {"uploads": []}
+    api = FakeTogetherAPI()
 
-    class FakeClient:
-        def __init__(self, api_key):
-            calls["key_ok"] = api_key == FAKE_KEY
-            self.files = SimpleNamespace(upload=self._upload)
-            self.fine_tuning = SimpleNamespace(create=self._create)
+    class OfflineTogether(together.Together):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs, base_url="https://api.together.test", max_retries=0,
+                             http_client=httpx.Client(transport=httpx.MockTransport(api)))  # fmt: skip
 
-        def _upload(self, file, purpose, check):
-            calls["uploads"].append(Path(file).name)
-            return SimpleNamespace(id=f"file-{len(calls['uploads'])}")
-
-        def _create(self, **kwargs):
-            calls["create"] = kwargs
-            return SimpleNamespace(model_dump=lambda mode: {"id": "ft-1", "echo": FAKE_KEY})
-
-    monkeypatch.setattr(together, "Together", FakeClient)
+    monkeypatch.setattr(together, "Together", OfflineTogether)
     monkeypatch.setenv("TOGETHER_API_KEY", FAKE_KEY)
-    return calls, tg.submit(cfg)
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_WANDB_KEY)
+    return api, tg.submit(cfg)
 
 
-def test_submit_with_fake_client(cfg, monkeypatch):
-    """The real path, with the SDK client replaced: uploads both files, creates one job, stores no key."""
-    calls, result = submit_with_fake_client(cfg, monkeypatch)
-    assert calls["key_ok"] and calls["uploads"] == ["together_train.jsonl", "together_val.jsonl"]
-    assert calls["create"]["training_file"] == "file-1" and calls["create"]["validation_file"] == "file-2"
+def test_submit_sends_what_the_sdk_builds_from_our_request(cfg, monkeypatch):
+    """The real SDK builds the requests (its own parameter names and checks: a misnamed or missing keyword raises,
+    a value out of its model limits raises), and the bodies on the wire carry the recipe of `train:` and
+    `together:`: both files uploaded byte for byte, then one DPO + LoRA job on their ids. No key is stored."""
+    tc = cfg.together.model_copy(update={"wandb_project_name": "legibility", "wandb_name": "run-1"})
+    cfg = cfg.model_copy(update={"together": tc})
+    api, result = submit_offline(cfg, monkeypatch)
+    t, pairs = cfg.train, Path(cfg.run_dir) / "pairs"
+
+    assert list(api.uploads) == ["file-1", "file-2"]
+    for file_id, name in (("file-1", "together_train.jsonl"), ("file-2", "together_val.jsonl")):
+        up = api.uploads[file_id]
+        assert up["form"]["file_name"] == name and up["form"]["purpose"] == "fine-tune"
+        assert up["form"]["file_type"] == "jsonl" and up["content"] == (pairs / name).read_bytes()
+
+    job = api.job
+    assert job is not None
+    assert (job["model"], job["training_file"], job["validation_file"]) == (tc.model, "file-1", "file-2")
+    assert job["training_method"] == {
+        "method": "dpo", "dpo_beta": t.beta, "dpo_normalize_logratios_by_length": t.normalize_by_length,
+        "rpo_alpha": t.rpo_alpha, "dpo_reference_free": False,
+    }  # fmt: skip
+    assert job["training_type"] == {
+        "type": "Lora", "lora_r": t.lora_r, "lora_alpha": t.lora_alpha, "lora_dropout": t.lora_dropout,
+        "lora_trainable_modules": ",".join(t.lora_target_modules),
+    }  # fmt: skip
+    assert job["lr_scheduler"] == {
+        "lr_scheduler_type": t.lr_scheduler_type,
+        "lr_scheduler_args": {"min_lr_ratio": tc.min_lr_ratio, "num_cycles": t.num_cycles},
+    }
+    wire = {
+        "learning_rate": t.learning_rate, "n_epochs": round(t.num_train_epochs), "batch_size": t.effective_batch_size,
+        "warmup_ratio": t.warmup_ratio, "max_grad_norm": t.max_grad_norm, "weight_decay": t.weight_decay,
+        "random_seed": t.seed, "max_seq_length": t.max_length, "packing": t.packing, "n_evals": tc.n_evals,
+        "n_checkpoints": tc.n_checkpoints, "suffix": tc.suffix, "wandb_project_name": "legibility",
+        "wandb_name": "run-1", "wandb_key": FAKE_WANDB_KEY,
+    }  # fmt: skip
+    assert {k: job.get(k) for k in wire} == wire
+    assert (t.beta, t.rpo_alpha, t.lora_r, t.learning_rate, tc.suffix) == (0.3, 0.5, 16, 5e-6, "legibility-dpo")
+
     assert result["job"]["id"] == "ft-1"
+    assert result["request"]["training_file"] == "file-1" and result["request"]["validation_file"] == "file-2"
     stored = (Path(cfg.run_dir) / "together" / "job.json").read_text()
-    assert FAKE_KEY not in stored and FAKE_KEY not in json.dumps(result)
+    assert json.loads(stored)["job"]["wandb_url"] == "https://wandb.test/?key=***"
+    for secret in (FAKE_KEY, FAKE_WANDB_KEY):
+        assert secret not in stored and secret not in json.dumps(result)
+
+
+def test_the_sdk_refuses_a_request_outside_the_models_limits(cfg, monkeypatch):
+    """What the fake client never checked: the SDK validates against the model's limits before sending a job."""
+    big = cfg.model_copy(update={"train": cfg.train.model_copy(update={"per_device_train_batch_size": 64})})
+    with pytest.raises(ValueError, match="batch size"):
+        submit_offline(big, monkeypatch)
 
 
 def test_explicit_loss_type_is_refused(cfg):
@@ -170,7 +273,7 @@ def test_the_runner_adopts_the_adapter_of_this_runs_job_only(cfg, monkeypatch):
 
     run = Path(cfg.run_dir)
     assert _adopt_train(cfg, False) is None  # nothing in train/: the runner trains
-    submit_with_fake_client(cfg, monkeypatch)
+    submit_offline(cfg, monkeypatch)
     (run / "train" / "adapter").mkdir(parents=True)
     (run / "train" / "adapter" / "adapter_config.json").write_text("{}")
     assert _adopt_train(cfg, False) == "adopted: the adapter of Together job ft-1"

@@ -337,6 +337,9 @@ class TrainConfig(BaseModel):
             raise LegibilityError(f"train.trl.loss_type: unknown {unknown}; TRL 1.16 knows {list(TRL_LOSS_TYPES)}")
         if len(weights) != len(types):
             raise LegibilityError("train.trl.loss_weights: one weight per loss_type")
+        if "exo_pair" in types and not float(self.trl.get("label_smoothing") or 0) > 0:
+            raise LegibilityError("train.trl.label_smoothing: exo_pair needs it > 0 (its epsilon; TRL suggests 1e-3): "
+                                  "with 0 its loss is log(0), infinite at every step")  # fmt: skip
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # deprecation chatter; the run logs it once
