@@ -286,14 +286,23 @@ def expected_rows(tables: Path) -> dict[str, list[list[str]]]:
                                         sig3(r["failed"], True)])  # fmt: skip
     for r in read("readers"):
         gen = r["generator"] if isinstance(r["generator"], str) else "–"
+        subsets = [
+            "–" if pd.isna(r.get(f"n_{sub}")) else
+            f"{ci(r[f'acc_{sub}'], r[f'low_{sub}'], r[f'high_{sub}'])} ({sig3(r[f'n_{sub}'], True)})"
+            for sub in ("gen_right", "no_leak")
+        ]  # fmt: skip
         out["results-readers"].append([r["reader"], r["condition"], gen, sig3(r["n"], True),
-                                       ci(r["accuracy"], r["low"], r["high"]), sig3(r["failed"], True)])  # fmt: skip
+                                       ci(r["accuracy"], r["low"], r["high"]), *subsets,
+                                       sig3(r["failed"], True)])  # fmt: skip
     for r in read("uplift"):  # every column, in the file's order
         out["results-readers"].append([r[c] if isinstance(r[c], str) else sig3(r[c], c == "n") for c in r])
     for r in read("taxonomy"):
         out["results-taxonomy"].append([r["generator"], *(sig3(r[c], True) for c in list(r)[1:])])
     for r in read("aoc"):
-        out["results-curves"].append([r["generator"], r["reader"], ci(r["aoc"], r["low"], r["high"]), sig3(r["auc"]),
+        cots = r.get("cots") if isinstance(r.get("cots"), str) else "all"
+        measure = r.get("measure") if isinstance(r.get("measure"), str) else "gold"
+        out["results-curves"].append([r["generator"], r["reader"], cots, measure,
+                                      ci(r["aoc"], r["low"], r["high"]), sig3(r["auc"]),
                                       sig3(r["n_traces"], True)])  # fmt: skip
     return out
 
