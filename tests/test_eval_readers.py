@@ -474,6 +474,10 @@ def test_masking_options_reach_the_masker():
     assert rec["truncated_tokens"] == 3 and rec["options"]["truncate_tokens"] == 3
     every = R.mask(GPQA, "It is not the Boltzmann constant.", MaskingConfig(choice_texts="all"))
     assert every.text == f"It is not the {PLACEHOLDER}."
+    gold = MATH.answer
+    prose = f"Two groups of {gold} make the total."
+    assert R.mask(MATH, prose, MaskingConfig()).text == prose  # statements only, by default
+    assert PLACEHOLDER in R.mask(MATH, prose, MaskingConfig(gold_value="everywhere")).text
 
 
 # ------------------------------------------------------------------------------------------------ real model

@@ -307,6 +307,7 @@ def mask(problem: Problem, cot: str, masking: MaskingConfig) -> masking_.MaskRes
         choice_texts=masking.choice_texts,
         truncate_tokens=masking.truncate_tokens,
         truncate_fraction=masking.truncate_fraction,
+        gold_value=masking.gold_value,
     )
 
 
