@@ -39,7 +39,9 @@ NOTE = (
 
 
 def sampling(cfg: Any) -> Sampling:
-    return Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    """A config's `SamplingConfig` as the backends' `Sampling`, every field carried (top-k and min-p included)."""
+    return Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                    top_k=cfg.top_k, min_p=cfg.min_p, seed=cfg.seed)  # fmt: skip
 
 
 class _Progress:
