@@ -127,12 +127,13 @@ def run_judges(cfg: ExperimentConfig, pool: ModelPool, items: list[EvalItem], va
         if jc.rubric:
             correct = [it for it in every if it.correct]
             with bar.step(f"{spec.name}: rubric (correct CoTs)", len(correct)) as adv:
-                out += J.judge_rubric(model, spec.name, correct, jc.scoring, sampling(jc.sampling), progress=adv)
+                out += J.judge_rubric(model, spec.name, correct, jc.scoring, sampling(jc.sampling), progress=adv,
+                                      min_label_mass=jc.min_label_mass)  # fmt: skip
         if jc.illegibility:
             with bar.step(f"{spec.name}: illegibility", len(every)) as adv:
                 out += J.judge_illegibility(
                     model, spec.name, every, jc.scoring, sampling(jc.sampling),
-                    chunk_chars=jc.chunk_chars, threshold=jc.threshold, progress=adv,
+                    chunk_chars=jc.chunk_chars, threshold=jc.threshold, progress=adv, min_label_mass=jc.min_label_mass,
                 )  # fmt: skip
     return out
 

@@ -28,6 +28,7 @@ import copy
 import hashlib
 import inspect
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -80,6 +81,9 @@ def continuation_prompt(tokenizer: PreTrainedTokenizerBase, chat: Sequence[Messa
       content already starts with (e.g. DeepSeek-R1's "<think>\\n");
     - "forced_prefix": the generation prompt forces text the content lacks; the content follows it;
     - "sentinel": the two renderings disagree otherwise; the sentinel cut is used as is.
+    A content that opens its own think block (C2 prefill) replaces an empty one that the chosen prefix ends with
+    (Qwen3 with enable_thinking false writes "<think>\n\n</think>\n\n"), so the model never sees two think
+    blocks in one turn; the rule then gets "+think" (e.g. "open_turn+think").
     """
     msgs = _as_dicts(chat)
     if not msgs or msgs[-1]["role"] != "assistant":
@@ -95,15 +99,25 @@ def continuation_prompt(tokenizer: PreTrainedTokenizerBase, chat: Sequence[Messa
         raise LegibilityError("the chat template drops the assistant message's content; cannot continue it")
     open_turn = full[:cut]
     if open_turn == gen:
-        return open_turn + partial, "open_turn"
-    if open_turn.startswith(gen):
-        return gen + partial, "generation_prompt"
-    if gen.startswith(open_turn):
+        head, rule = open_turn, "open_turn"
+    elif open_turn.startswith(gen):
+        head, rule = gen, "generation_prompt"
+    elif gen.startswith(open_turn):
         forced = gen[len(open_turn) :]
         if partial.startswith(forced) or (forced.strip() and partial.lstrip().startswith(forced.strip())):
-            return open_turn + partial, "open_turn"
-        return gen + partial, "forced_prefix"
-    return open_turn + partial, "sentinel"
+            head, rule = open_turn, "open_turn"
+        else:
+            head, rule = gen, "forced_prefix"
+    else:
+        head, rule = open_turn, "sentinel"
+    empty = _EMPTY_THINK.search(head)
+    if empty is not None and partial.lstrip().startswith("<think>"):
+        return head[: empty.start()] + partial, f"{rule}+think"
+    return head + partial, rule
+
+
+_EMPTY_THINK = re.compile(r"<think>\s*</think>\s*$")
+"""An empty think block closing a prompt (Qwen3's generation prompt with thinking off)."""
 
 
 def _short_hash(data: bytes) -> str:
