@@ -237,9 +237,12 @@ def test_openai_template_kwargs_and_hand_off_fields(tmp_path):
     )))  # fmt: skip
     (r,) = cfg.readers.readers
     assert r.keeps_think_blocks is True and r.template_kwargs() == {"thinking_budget": 0, "enable_thinking": False}
-    assert cfg.judges.min_label_mass == 0.5 and cfg.generate.sampling.top_k is None and cfg.generate.sampling.min_p == 0
+    s = cfg.generate.sampling
+    assert cfg.judges.min_label_mass == 0.001 and s.top_k is None and s.min_p == 0
 
 
 def test_reference_generation_uses_qwen3_thinking_sampling():
-    s = load_config(CONFIGS / "qwen3-8b-legibility-dpo.yaml").generate.sampling
+    cfg = load_config(CONFIGS / "qwen3-8b-legibility-dpo.yaml")
+    s = cfg.generate.sampling
     assert (s.temperature, s.top_p, s.top_k, s.min_p) == (0.6, 0.95, 20, 0.0)
+    assert cfg.judges.min_label_mass == 0.5
