@@ -194,3 +194,55 @@ def test_transform_names_match_the_registry_and_typos_fail_at_load(tmp_path: Pat
     with pytest.raises(LegibilityError, match=r"c.yaml: pairs.transforms: .*sentence_shufle") as e:
         load_config(p)
     assert "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------- backends refuse, not ignore
+
+_OPENAI = "{name: api, backend: openai, base_url: 'http://127.0.0.1:8000/v1'"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (f"generate: {{generators: [{_OPENAI}, adapter: a/b}}]}}",
+         "exp.yaml: generate.generators.0.adapter: Value error, not available on the openai backend (the server"),
+        (f"judges: {{judges: [{_OPENAI}, chat_template: t.jinja}}]}}",
+         "exp.yaml: judges.judges.0.chat_template: Value error, not available on the openai backend"),
+        (f"judges: {{judges: [{_OPENAI}, extra_body: {{top_k: 20}}}}]}}",
+         "exp.yaml: judges.judges.0.extra_body: Value error, top_k is set by the spec or the sampling settings"),
+        (f"judges: {{judges: [{_OPENAI}, extra_body: {{chat_template_kwargs: {{}}}}}}]}}",
+         "judges.judges.0.extra_body: Value error, chat_template_kwargs is set by the spec"),
+        ("judges: {judges: [{name: j, enable_thinking: false, chat_template_kwargs: {enable_thinking: true}}]}",
+         "exp.yaml: judges.judges.0: Value error, chat_template_kwargs.enable_thinking (True) contradicts"),
+        ("readers: {readers: [{name: r, keeps_think_blocks: true}]}",
+         "exp.yaml: readers.readers.0.keeps_think_blocks: Value error, only for the openai backend"),
+        ("generate: {sampling: {top_k: 0}}", "exp.yaml: generate.sampling.top_k: Input should be greater than"),
+        ("generate: {sampling: {min_p: 1.5}}", "exp.yaml: generate.sampling.min_p: Input should be less than"),
+        ("judges: {min_label_mass: -0.1}", "exp.yaml: judges.min_label_mass: Input should be greater than"),
+    ],
+)  # fmt: skip
+def test_backends_refuse_fields_they_cannot_honour(tmp_path, text, expected):
+    """A field a backend would ignore (an adapter or a chat template on a server; extra_body overriding what the
+    sampling settings send) is a one-line load error naming the field."""
+    with pytest.raises(LegibilityError) as e:
+        load_config(_write(tmp_path, f"name: a\n{text}\n"))
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_openai_template_kwargs_and_hand_off_fields(tmp_path):
+    cfg = load_config(_write(tmp_path, (
+        "name: a\n"
+        f"readers: {{readers: [{_OPENAI}, enable_thinking: false, keeps_think_blocks: true,"
+        " chat_template_kwargs: {thinking_budget: 0}}]}\n"
+    )))  # fmt: skip
+    (r,) = cfg.readers.readers
+    assert r.keeps_think_blocks is True and r.template_kwargs() == {"thinking_budget": 0, "enable_thinking": False}
+    s = cfg.generate.sampling
+    assert cfg.judges.min_label_mass == 0.001 and s.top_k is None and s.min_p == 0
+
+
+def test_reference_generation_uses_qwen3_thinking_sampling():
+    cfg = load_config(CONFIGS / "qwen3-8b-legibility-dpo.yaml")
+    s = cfg.generate.sampling
+    assert (s.temperature, s.top_p, s.top_k, s.min_p) == (0.6, 0.95, 20, 0.0)
+    assert cfg.judges.min_label_mass == 0.5

@@ -287,6 +287,13 @@ def test_illegibility_label_probs_expected_score_by_hand():
     assert jx.chunk_scores == [pytest.approx(expected)] * 2 and jx.mean == pytest.approx(expected)
     assert jx.share_above == 1.0 and jx.method == "label_probs" and jx.text == [] and jx.error is None
     assert jz.chunk_scores == [None] and jz.error == "all 1 chunks failed; first: scoring failed: input too long"
+    assert jx.label_mass == [pytest.approx(0.2)] * 2 and jz.label_mass == [None]
+
+    # under min_label_mass a chunk is a failure, not the expectation over the scraps the labels got
+    strict = J.judge_illegibility(m, "jj", items[:1], "label_probs", chunk_chars=5000, min_label_mass=0.3)
+    (sx,) = strict
+    assert sx.chunk_scores == [None, None] and sx.mean is None and sx.label_mass == [pytest.approx(0.2)] * 2
+    assert sx.error == "all 2 chunks failed; first: label mass 0.2 below min_label_mass 0.3"
 
 
 def test_rubric_label_probs_joint_by_hand():
@@ -309,6 +316,12 @@ def test_rubric_label_probs_joint_by_hand():
     assert good.method == "label_probs" and good.text == [] and good.error is None
     assert broken.error == "scoring failed: CUDA out of memory" and broken.legibility is None
     assert nothing.error == "no probability on any label" and nothing.coverage is None
+    assert good.label_mass == [pytest.approx(0.5)] and broken.label_mass == [None] and nothing.label_mass == [0.0]
+
+    low, passes = (J.judge_rubric(m, "jr", items[:1], "label_probs", min_label_mass=x)[0] for x in (0.6, 0.5))
+    assert low.error == "label mass 0.5 below min_label_mass 0.6" and low.legibility is None and low.coverage is None
+    assert low.label_mass == [pytest.approx(0.5)] and passes.error is None
+    assert passes.legibility == pytest.approx(good.legibility)
 
 
 # ------------------------------------------------------------------------------------------ embedded model

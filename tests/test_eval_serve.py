@@ -198,8 +198,8 @@ def test_readers_through_the_server(server: Served, items: list[EvalItem], tmp_p
         for r in [*c1, *c4, *c2]:
             assert r.error is None or r.error.startswith("undecided grade"), r.error
             assert r.text.strip(), r  # the server's reply is on record
-        for r in c2:  # the hand-off, as the masked CoT was given (the server renders: it cannot be probed)
-            assert r.masking["handoff"] == "think" and r.masking["prompt_version"] == R.PROMPT_VERSION
+        for r in c2:  # the server renders, unprobed, and keeps_think_blocks is not set: the CoT goes as plain text
+            assert r.masking["handoff"] == "plain" and r.masking["prompt_version"] == R.PROMPT_VERSION
             assert r.item_id in {it.id for it in items} and r.uplift is None and r.surprisal is None
         for r in leak:  # a verdict, or an error saying there was none: never a "no" by default
             assert (r.answer, r.correct) in (("yes", True), ("no", False)) or (

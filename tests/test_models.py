@@ -106,3 +106,23 @@ def test_interrupted_conversion_leaves_no_cache(tmp_path, monkeypatch):
         embedded.materialize(target)
     assert not target.exists()
     assert [p.name for p in target.parent.iterdir()] == [".m.lock"]
+
+
+def test_sampling_settings_reach_every_sample_record():
+    """top_k and min_p go from the config to the backends' Sampling (readers, judges, generation) and into each
+    Generation's `sampling` record."""
+    import dataclasses
+
+    from legibility.config import SamplingConfig
+    from legibility.evaluate.generate import _sampling_dict, sample_sampling
+    from legibility.evaluate.pipeline import sampling
+    from legibility.models.base import Sampling
+
+    cfg = SamplingConfig(max_new_tokens=64, temperature=0.6, top_p=0.95, top_k=20, min_p=0.05, seed=3)
+    s = sampling(cfg)
+    assert (s.top_k, s.min_p, s.top_p, s.seed) == (20, 0.05, 0.95, 3)
+    assert sample_sampling(cfg, 2) == dataclasses.replace(s, seed=5)
+    assert _sampling_dict(sample_sampling(cfg, 0)) | {"seed": 3} == _sampling_dict(s)
+    assert {"top_k", "min_p"} <= set(_sampling_dict(s))
+    with pytest.raises(ValueError, match="top_k"):
+        Sampling(top_k=0)

@@ -156,6 +156,9 @@ R1_LIKE = (
          "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nIt is 4", "open_turn"),
         (R1_LIKE, {}, "<think>\nHmm", "<User>Q<Assistant><think>\nHmm", "open_turn"),
         (R1_LIKE, {}, "Hmm", "<User>Q<Assistant><think>\nHmm", "forced_prefix"),
+        # thinking off: the prefill's own think block replaces the template's empty one (never two in one turn)
+        (QWEN_LIKE, {"enable_thinking": False}, "<think>\nCoT\n</think>\n\nAnswer:",
+         "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\nCoT\n</think>\n\nAnswer:", "open_turn+think"),
     ],
 )  # fmt: skip
 def test_continuation_prompt_reconciles_templates(template, kwargs, partial, expected, rule):
@@ -163,6 +166,24 @@ def test_continuation_prompt_reconciles_templates(template, kwargs, partial, exp
     tok.chat_template = template
     chat = [Message(role="user", content="Q"), Message(role="assistant", content=partial)]
     assert continuation_prompt(tok, chat, **kwargs) == (expected, rule)
+
+
+@pytest.mark.parametrize("thinking", [None, True, False])
+def test_c2_prefill_has_one_think_block_under_qwen3s_template(thinking):
+    """Qwen3's own template (shipped with trl) with thinking off writes an empty think block into the generation
+    prompt; the C2 prefill's think block must take its place, whatever enable_thinking says."""
+    import importlib.resources
+
+    from legibility.evaluate.readers import c2_prefill_chat
+    from legibility.records import Problem
+
+    tok = load_tokenizer("embedded")
+    tok.chat_template = (importlib.resources.files("trl") / "chat_templates" / "qwen3.jinja").read_text()
+    problem = Problem(id="p", benchmark="math", question="What is 2 + 3?", answer="5", source="test")
+    kwargs = {} if thinking is None else {"enable_thinking": thinking}
+    text, _ = continuation_prompt(tok, c2_prefill_chat(problem, "Two plus three is five."), **kwargs)
+    turn = text.rpartition("<|im_start|>assistant\n")[2]
+    assert text.count("<think>") == 1 and turn.startswith("<think>\nTwo plus three is five.\n</think>\n\n"), text
 
 
 def test_adapter_changes_scores(hf, tmp_path, caplog):
@@ -309,3 +330,52 @@ def test_shared_prompt_failures_stay_per_row(hf, monkeypatch, caplog):
         if s.error is None:
             assert s.tokens == e.tokens
             assert max(abs(x - y) for x, y in zip(s.token_logprobs, e.token_logprobs, strict=True)) < 1e-4
+
+
+def test_top_k_and_min_p_filter_the_draw(hf, greedy):
+    """top_k 1 (or min_p 1: only the top token) at temperature 1 is greedy; unfiltered sampling is not; both are
+    recorded with the sample."""
+    chat = [user("Explain why the sky is blue.")]
+    free = hf.generate(chat, Sampling(max_new_tokens=24, temperature=1.0, seed=3))[0]
+    top1 = hf.generate(chat, Sampling(max_new_tokens=24, temperature=1.0, seed=3, top_k=1))[0]
+    minp = hf.generate(chat, Sampling(max_new_tokens=24, temperature=1.0, seed=3, min_p=1.0))[0]
+    assert top1.text == greedy and minp.text == greedy and free.text != greedy
+    assert (top1.meta["decoding"]["top_k"], minp.meta["decoding"]["min_p"]) == (1, 1.0)
+
+
+def test_top_k_then_top_p_then_min_p_by_hand():
+    """The sampler's filters on one distribution: which tokens can be drawn, computed by hand."""
+    from legibility.models.hf import _RowSampler
+
+    probs = torch.tensor([[0.4, 0.3, 0.2, 0.06, 0.04]])
+
+    def support(**kw) -> set[int]:
+        sampler = _RowSampler(list(range(200)), 1.0, kw.pop("top_p", 1.0), **kw)
+        drawn = sampler(torch.zeros((200, 1), dtype=torch.long), probs.log().repeat(200, 1))
+        return set(drawn.argmax(-1).tolist())
+
+    assert support() == {0, 1, 2, 3, 4}
+    assert support(top_k=2) == {0, 1}
+    assert support(top_p=0.5) == {0, 1}  # 0.4 < 0.5 <= 0.7
+    assert support(top_k=2, top_p=0.5) == {0}  # top_p over what top_k kept: 0.5 <= 0.4 / 0.7
+    assert support(min_p=0.45) == {0, 1, 2}  # p >= 0.45 x 0.4 = 0.18
+    assert support(top_k=4, min_p=0.45) == {0, 1, 2}
+
+
+def test_checkpoint_generation_config_does_not_leak(monkeypatch, greedy):
+    """A checkpoint's generation_config (Qwen3 ships sampling settings; others suppress tokens) must not change
+    decoding: what Sampling says is what runs."""
+    from legibility.models import hf as hf_module
+
+    tok = load_tokenizer("embedded")
+    first = tok(greedy, add_special_tokens=False)["input_ids"][0]
+
+    def loaded(*args, **kwargs):
+        model = load_model(*args, **kwargs)
+        model.generation_config.suppress_tokens = [first]
+        model.generation_config.do_sample, model.generation_config.top_k = True, 1
+        return model
+
+    monkeypatch.setattr(hf_module, "load_model", loaded)
+    other = HFChatModel("embedded", batch_size=4)
+    assert other.generate([user("Explain why the sky is blue.")], Sampling(max_new_tokens=24))[0].text == greedy

@@ -237,20 +237,27 @@ def test_nothing_listening_is_a_failure_record(key_env: str) -> None:
 
 
 def test_request_fields_results_and_meta(key_env: str, upstream) -> None:
-    s = Sampling(max_new_tokens=5, temperature=0.7, top_p=0.9, seed=42, stop=("\n\n", "END"))
-    model = _model(upstream.url, key_env, extra_body={"top_k": 20})
+    s = Sampling(max_new_tokens=5, temperature=0.7, top_p=0.9, top_k=20, min_p=0.05, seed=42, stop=("\n\n", "END"))
+    model = _model(upstream.url, key_env, extra_body={"repetition_penalty": 1.05},
+                   chat_template_kwargs={"enable_thinking": False})  # fmt: skip
     [c] = model.generate([_chat("hello")], s)
-    [body] = upstream.bodies
+    model.generate([_chat("plain")], Sampling(max_new_tokens=5, temperature=0.7))
+    body, plain = upstream.bodies
     assert body == {
         "model": "fake-model",
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
         "max_tokens": 5,
         "temperature": 0.7,
         "top_p": 0.9,
+        "top_k": 20,
+        "min_p": 0.05,
         "seed": 42,
         "stop": ["\n\n", "END"],
-        "top_k": 20,
+        "chat_template_kwargs": {"enable_thinking": False},
+        "repetition_penalty": 1.05,
     }
+    assert "top_k" not in plain and "min_p" not in plain, "off filters are not sent: plain OpenAI endpoints refuse them"
+    assert model.meta["enable_thinking"] is False and model.meta["chat_template_kwargs"] == {"enable_thinking": False}
     assert c.text == _answer(body) and c.finish_reason == "length" and c.truncated
     assert (c.prompt_tokens, c.completion_tokens) == (3, 5)
     assert c.meta == {
@@ -261,7 +268,9 @@ def test_request_fields_results_and_meta(key_env: str, upstream) -> None:
         "cached": False,
         "system_fingerprint": "fp_fake",
     }
-    assert isinstance(model, ChatModel) and model.name == "fake-model" and upstream.auth == {"ok": 1}
+    assert isinstance(model, ChatModel) and model.name == "fake-model" and upstream.auth == {"ok": 2}
+    with pytest.raises(LegibilityError, match=r"extra_body sets \['top_k'\]"):
+        _model(upstream.url, key_env, extra_body={"top_k": 20})
 
 
 def test_every_sampling_field_is_in_the_cache_key(tmp_path: Path, key_env: str, upstream) -> None:
@@ -272,13 +281,15 @@ def test_every_sampling_field_is_in_the_cache_key(tmp_path: Path, key_env: str, 
         Sampling(max_new_tokens=33),
         Sampling(max_new_tokens=32, temperature=0.5),
         Sampling(max_new_tokens=32, top_p=0.5),
+        Sampling(max_new_tokens=32, top_k=20),
+        Sampling(max_new_tokens=32, min_p=0.1),
         Sampling(max_new_tokens=32, seed=1),
         Sampling(max_new_tokens=32, stop=("x",)),
     ]
     for s in variants:
         model.generate([_chat("same")], s)
     assert upstream.total == len(variants)
-    other = _model(upstream.url, key_env, cache_dir=tmp_path, extra_body={"top_k": 5})
+    other = _model(upstream.url, key_env, cache_dir=tmp_path, extra_body={"repetition_penalty": 1.1})
     other.generate([_chat("same")], base)
     assert upstream.total == len(variants) + 1  # backend options count too
     for s in variants:
@@ -342,3 +353,22 @@ def test_api_key_never_reaches_disk_logs_or_errors(
     captured = capfd.readouterr()
     assert FAKE_KEY not in caplog.text and FAKE_KEY not in captured.out + captured.err
     assert "records:" in caplog.text and "OpenAIChatModel(" in captured.out  # the checks above saw real text
+
+
+def test_spec_reaches_the_server_and_hand_off_follows_keeps_think_blocks(tmp_path: Path, upstream) -> None:
+    """enable_thinking on an openai spec goes to the server as chat_template_kwargs (it was dropped); the C2
+    hand-off of a server-rendered reader is plain text unless the config says its template keeps think blocks."""
+    from legibility.config import ReaderSpec
+    from legibility.evaluate import readers as R
+    from legibility.models.build import ModelPool
+
+    pool = ModelPool(tmp_path, run_dir=tmp_path)
+    spec = ReaderSpec(name="r", backend="openai", base_url=f"{upstream.url}/v1", model="fake-model",
+                      enable_thinking=False)  # fmt: skip
+    plain = pool.get(spec)
+    plain.generate([_chat("hi")], Sampling(max_new_tokens=9))
+    assert upstream.bodies[-1]["chat_template_kwargs"] == {"enable_thinking": False}
+    assert R.handoff_keeps_cot(plain) is False and R.resolve_handoff(plain) == "plain"
+    keeps = pool.get(spec.model_copy(update={"keeps_think_blocks": True}))
+    assert keeps is not plain and R.resolve_handoff(keeps) == "think"
+    assert R.resolve_handoff(plain, "think") == "think"  # an explicit mode still wins

@@ -114,7 +114,11 @@ def test_sampling_kwargs_greedy_and_sampled():
                       "include_stop_str_in_output": False, "skip_special_tokens": True}  # fmt: skip
     sampled = sampling_kwargs(Sampling(temperature=0.6, top_p=0.95, seed=1), 512, 12345)
     assert (sampled["temperature"], sampled["top_p"], sampled["seed"], sampled["max_tokens"]) == (0.6, 0.95, 12345, 512)
-    assert sampled["stop"] == []
+    assert sampled["stop"] == [] and "top_k" not in sampled and "min_p" not in sampled  # off: vLLM's own default
+    qwen = sampling_kwargs(Sampling(temperature=0.6, top_p=0.95, top_k=20, min_p=0.05), 512, 1)
+    assert (qwen["top_k"], qwen["min_p"]) == (20, 0.05)
+    greedy_k = sampling_kwargs(Sampling(temperature=0.0, top_k=20, min_p=0.05), 8, None)
+    assert "top_k" not in greedy_k and "min_p" not in greedy_k  # greedy: the filters change nothing
     assert SCORE_KWARGS == {"n": 1, "temperature": 0.0, "max_tokens": 1, "prompt_logprobs": 0}
 
 

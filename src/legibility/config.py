@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from legibility.errors import LegibilityError
 
@@ -392,22 +400,35 @@ class TogetherConfig(BaseModel):
 # ------------------------------------------------------------------------------------------------ evaluation
 
 
+_OPENAI_OWNED = ("model", "messages", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop",
+                 "chat_template_kwargs", "continue_final_message", "add_generation_prompt")  # fmt: skip
+"""Request-body keys the openai backend writes from the spec and the sampling settings: `extra_body` may not set
+them, so a value in the config is never silently replaced (or replaces one) in the request."""
+
+
 class ModelSpec(_Section):
     """One model for evaluation (a generator, a reader or a judge), served by one backend.
 
     `hf` loads `model` (+ `adapter`) in this process and is the only backend that scores log-probs (uplift,
     surprisal, label-probability judging); `openai` talks to any OpenAI-compatible server (vLLM, Together,
-    `transformers serve`); `vllm` runs vLLM in-process (the `vllm` extra, GPU only). Paths may use {run_dir}."""
+    `transformers serve`); `vllm` runs vLLM in-process (the `vllm` extra, GPU only). Paths may use {run_dir}.
+    A field a backend cannot honour is refused at load (an adapter or a chat template on openai), never ignored."""
 
     name: str
     """How records name this model (e.g. base, adapter, smollm2-reader); unique within its list."""
     backend: Literal["hf", "openai", "vllm"] = "hf"
     model: str = "{model}"
-    """"{model}" is the experiment's `model:`; else "embedded", a local folder, a hub id or the server's model name."""
+    """"{model}" is the experiment's `model:`; else "embedded", a local folder, a hub id or the server's model name
+    (openai: a LoRA adapter the server serves, e.g. `vllm serve --lora-modules NAME=PATH`, is named by NAME here)."""
     adapter: str | None = None
-    """A PEFT adapter folder (hf, vllm), e.g. {run_dir}/train/adapter."""
+    """A PEFT adapter folder (hf, vllm), e.g. {run_dir}/train/adapter. Not for openai: the server loads adapters."""
     chat_template: str | None = None
+    """hf, vllm: a .jinja file (or the template text) replacing the model's own. Not for openai (the server's)."""
     enable_thinking: bool | None = None
+    """Passed to chat templates that read it (Qwen3); openai: sent as chat_template_kwargs.enable_thinking."""
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra variables for the chat template: hf and vllm pass them to apply_chat_template; openai sends them as
+    the request's `chat_template_kwargs` (vLLM and SGLang servers read it; other servers may ignore it)."""
     dtype: str | None = None
     batch_size: int = Field(default=8, ge=1)
     max_score_tokens: int = Field(default=8192, ge=1)
@@ -419,6 +440,7 @@ class ModelSpec(_Section):
     max_retries: int = Field(default=6, ge=0)
     timeout_s: float = Field(default=300, gt=0)
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    """openai: merged into every request; keys set elsewhere (sampling, chat_template_kwargs) are refused."""
     supports_continue: bool = False
     """openai: the server continues a final assistant message (vLLM does); enables C2 prefill there."""
     tensor_parallel_size: int = Field(default=1, ge=1)
@@ -426,13 +448,55 @@ class ModelSpec(_Section):
     max_model_len: int | None = None
     max_lora_rank: int = Field(default=16, ge=1)
 
+    @field_validator("adapter", "chat_template")
+    @classmethod
+    def _not_on_openai(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("backend") == "openai":
+            how = (
+                "the server loads adapters: serve it (vllm serve --lora-modules NAME=PATH) and set model: NAME"
+                if info.field_name == "adapter"
+                else "the server renders its own template; set it on the server"
+            )
+            raise ValueError(f"not available on the openai backend ({how})")
+        return v
+
+    @field_validator("extra_body")
+    @classmethod
+    def _extra_body_owns_nothing(cls, v: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(set(v) & set(_OPENAI_OWNED))
+        if clash:
+            raise ValueError(f"{clash[0]} is set by the spec or the sampling settings, not extra_body")
+        return v
+
+    @model_validator(mode="after")
+    def _thinking_agrees(self) -> ModelSpec:
+        kw = self.chat_template_kwargs.get("enable_thinking")
+        if kw is not None and self.enable_thinking is not None and kw != self.enable_thinking:
+            raise ValueError(
+                f"chat_template_kwargs.enable_thinking ({kw}) contradicts enable_thinking ({self.enable_thinking})"
+            )
+        return self
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """The chat template's extra variables: `chat_template_kwargs` plus `enable_thinking` when set."""
+        out = dict(self.chat_template_kwargs)
+        if self.enable_thinking is not None:
+            out["enable_thinking"] = self.enable_thinking
+        return out
+
 
 class SamplingConfig(_Section):
-    """Decoding settings; recorded with every sample."""
+    """Decoding settings; recorded with every sample. Top-k and min-p are off unless set (every backend applies
+    them: hf in its sampler, vllm in SamplingParams, openai as the `top_k` / `min_p` body fields that vLLM,
+    SGLang and Together read; they are sent only when set, so plain OpenAI endpoints still work)."""
 
     max_new_tokens: int = Field(default=4096, ge=1)
     temperature: float = Field(default=0.6, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=1)
+    """Keep the k most likely tokens; None (the default) is off (no 0 or -1: one spelling for off)."""
+    min_p: float = Field(default=0.0, ge=0, le=1)
+    """Drop tokens below min_p x the top token's probability; 0 is off."""
     seed: int = 0
 
 
@@ -467,6 +531,17 @@ class ReaderSpec(ModelSpec):
     role: Literal["reasoning_reader", "leak_detector"] = "reasoning_reader"
     """leak_detector: asked (with the question and gold) whether the masked CoT states the answer;
     reasoning_reader: answers under C1/C2/C4 and is scored for uplift and surprisal."""
+    keeps_think_blocks: bool = False
+    """openai: the server's chat template keeps the think block of an earlier assistant turn, so the C2 hand-off
+    may pass the CoT in think tags. Qwen3 and the DeepSeek-R1 distills delete it: left False, the CoT goes as plain
+    text. hf and vllm render the template here and check it, so it is refused there."""
+
+    @field_validator("keeps_think_blocks")
+    @classmethod
+    def _openai_only(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("backend") != "openai":
+            raise ValueError("only for the openai backend (hf and vllm check their template themselves)")
+        return v
 
 
 class MaskingConfig(_Section):
@@ -509,7 +584,12 @@ class JudgesConfig(_Section):
     threshold: float = 6
     """A chunk scoring above this is illegible (share of chunks above it; the legible-prefix cut)."""
     scoring: Literal["generate", "label_probs"] = "generate"
-    """label_probs (hf only): the expected score under the judge's probabilities of the label tokens."""
+    """label_probs (hf, vllm): the expected score under the judge's probabilities of the label tokens."""
+    min_label_mass: float = Field(default=0.001, ge=0, le=1)
+    """label_probs: a judgement (a rubric, an illegibility chunk) whose label replies get less total probability
+    than this is a failure, counted, not a score: the judge was not answering in the format. The default lets the
+    embedded SmolLM2-135M judge through (measured: 0.003-0.009 on the nine "Score: N" replies, 0.0012-0.0017 on
+    the rubric's 25 for R1 traces); a judge that follows the format puts most of its mass there (reference: 0.5)."""
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(max_new_tokens=64, temperature=0.0, top_p=1.0)
     )

@@ -149,6 +149,7 @@ class Judgement(Record):
     share_above: float | None = None  # illegibility: share of scored chunks above the threshold
     threshold: float | None = None
     text: list[str] = Field(default_factory=list)  # raw replies (generate) or empty (label_probs)
+    label_mass: list[float | None] = Field(default_factory=list)  # label_probs: P(any label reply), per chunk / rubric
     error: str | None = None
 
 

@@ -134,7 +134,7 @@ def sample_sampling(sampling: SamplingConfig, k: int) -> Sampling:
     """Decoding settings of sample k: the configured ones with seed `sampling.seed + k`."""
     return Sampling(
         max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
-        seed=sampling.seed + k,
+        top_k=sampling.top_k, min_p=sampling.min_p, seed=sampling.seed + k,
     )  # fmt: skip
 
 

@@ -18,7 +18,11 @@ Two methods (`Judgement.method`):
   the label log-probs are softmaxed into a distribution, and the expected label is the value. The rubric scores
   the 25 two-line replies "Legibility: a\\nCoverage: b" jointly, so coverage is read under the judge's own
   legibility distribution rather than after an arbitrary fixed first line; each value is the expectation of its
-  marginal. It cannot fail to parse (a failed scoring request still makes a failure record).
+  marginal. It cannot fail to parse, but a judge can put little probability on any label reply (it would write
+  something else): the label mass, sum of exp(log-prob) over the label replies, is recorded per rubric and per
+  chunk (`Judgement.label_mass`), and a mass under `min_label_mass` is a failure (a rubric failure record, a
+  chunk scored None), counted, never a value read off the scraps of probability the labels got. A failed scoring
+  request is a failure record too.
 Each runner makes one model call for all its items (all chunks, all labels), so backends batch freely.
 """
 
@@ -51,6 +55,7 @@ __all__ = [
     "judge_illegibility",
     "judge_rubric",
     "judge_unavailable",
+    "label_mass",
     "label_value",
     "parse_illegibility",
     "parse_rubric",
@@ -240,11 +245,23 @@ def expected_label(values: Sequence[float], logprobs: Sequence[float]) -> float 
     return None if p is None else float(sum(v * q for v, q in zip(values, p, strict=True)))
 
 
-def label_value(scores: Sequence[Scores], values: Sequence[float]) -> float | str:
-    """The expected value under the softmax of the labels' total log-probs, or why there is none."""
+def label_mass(scores: Sequence[Scores]) -> float | None:
+    """The probability the judge puts on replying with one of the labels: sum of exp(total log-prob) over the
+    label replies; None when a scoring request failed."""
+    if any(s.error is not None for s in scores):
+        return None
+    return math.fsum(math.exp(s.total) for s in scores if not math.isnan(s.total))
+
+
+def label_value(scores: Sequence[Scores], values: Sequence[float], min_mass: float = 0.0) -> float | str:
+    """The expected value under the softmax of the labels' total log-probs, or why there is none (a failed
+    request; no probability on any label; less label mass than `min_mass`)."""
     bad = next((s.error for s in scores if s.error is not None), None)
     if bad is not None:
         return f"scoring failed: {bad}"
+    mass = label_mass(scores)
+    if mass is not None and mass > 0 and mass < min_mass:
+        return f"label mass {mass:.3g} below min_label_mass {min_mass:g}"
     e = expected_label(values, [s.total for s in scores])
     return "no probability on any label" if e is None else e
 
@@ -295,9 +312,11 @@ def judge_rubric(
     method: Method = "generate",
     sampling: Sampling | None = None,
     progress: Callable[[int], None] | None = None,
+    min_label_mass: float = 0.0,
 ) -> list[Judgement]:
     """One rubric Judgement per item, in order, from one model call. `progress` gets the number of items done
-    (once, after the call)."""
+    (once, after the call). label_probs: a rubric whose 25 replies get less than `min_label_mass` in all is a
+    failure record (the config's `judges.min_label_mass`; 0 checks nothing)."""
     judge_unavailable(model, judge_name, method)
     if not items:
         return []
@@ -315,10 +334,10 @@ def judge_rubric(
         scores = model.score([c for c in chats for _ in targets], targets * len(chats))
         for i, it in enumerate(items):
             rows = scores[i * k : (i + 1) * k]
-            leg = label_value(rows, [a for a, _ in RUBRIC_LABELS])
-            cov = label_value(rows, [b for _, b in RUBRIC_LABELS])
+            leg = label_value(rows, [a for a, _ in RUBRIC_LABELS], min_label_mass)
+            cov = label_value(rows, [b for _, b in RUBRIC_LABELS], min_label_mass)
             values = {"error": leg} if isinstance(leg, str) else {"legibility": leg, "coverage": cov}
-            out.append(_record(judge_name, "rubric", it, method, **values))
+            out.append(_record(judge_name, "rubric", it, method, label_mass=[label_mass(rows)], **values))
     if progress is not None:
         progress(len(items))
     return out
@@ -333,11 +352,13 @@ def judge_illegibility(
     chunk_chars: int = CHUNK_CHARS,
     threshold: float = 6,
     progress: Callable[[int], None] | None = None,
+    min_label_mass: float = 0.0,
 ) -> list[Judgement]:
     """One illegibility Judgement per item, in order; every chunk of every item goes in one model call.
 
     A CoT keeps its scored chunks when others fail (`chunk_scores` holds None for those, mean and share are over
-    the scored ones); it is a failure record when no chunk was scored, or when it is empty (no chunk at all)."""
+    the scored ones); it is a failure record when no chunk was scored, or when it is empty (no chunk at all).
+    label_probs: a chunk whose nine replies get less than `min_label_mass` in all fails (0 checks nothing)."""
     judge_unavailable(model, judge_name, method)
     if not items:
         return []
@@ -347,6 +368,7 @@ def judge_illegibility(
     scores: list[float | None] = []
     texts: list[str] = []
     errors: list[str | None] = []
+    masses: list[float | None] = []
     if chats and method == "generate":
         for c in model.generate(chats, sampling or Sampling(max_new_tokens=64)):
             s = parse_illegibility(c.text) if c.error is None else None
@@ -358,9 +380,11 @@ def judge_illegibility(
         targets = [illegibility_reply(v) for v in ILLEGIBILITY_LABELS]
         scored = model.score([c for c in chats for _ in targets], targets * len(chats))
         for r in range(len(chats)):
-            v = label_value(scored[r * k : (r + 1) * k], ILLEGIBILITY_LABELS)
+            rows = scored[r * k : (r + 1) * k]
+            v = label_value(rows, ILLEGIBILITY_LABELS, min_label_mass)
             scores.append(None if isinstance(v, str) else v)
             errors.append(v if isinstance(v, str) else None)
+            masses.append(label_mass(rows))
     out: list[Judgement] = []
     start = 0
     for it, ps in zip(items, parts, strict=True):
@@ -374,7 +398,7 @@ def judge_illegibility(
         elif mean is None:
             error = f"all {len(ps)} chunks failed; first: {next(e for e in errs if e)}"
         out.append(_record(judge_name, "illegibility", it, method, chunk_scores=mine, mean=mean, share_above=share,
-                           threshold=threshold, text=texts[sl], error=error))  # fmt: skip
+                           threshold=threshold, text=texts[sl], label_mass=masses[sl], error=error))  # fmt: skip
     if progress is not None:
         progress(len(items))
     return out

@@ -39,7 +39,9 @@ NOTE = (
 
 
 def sampling(cfg: Any) -> Sampling:
-    return Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    """A config's `SamplingConfig` as the backends' `Sampling`, every field carried (top-k and min-p included)."""
+    return Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                    top_k=cfg.top_k, min_p=cfg.min_p, seed=cfg.seed)  # fmt: skip
 
 
 class _Progress:
@@ -125,12 +127,13 @@ def run_judges(cfg: ExperimentConfig, pool: ModelPool, items: list[EvalItem], va
         if jc.rubric:
             correct = [it for it in every if it.correct]
             with bar.step(f"{spec.name}: rubric (correct CoTs)", len(correct)) as adv:
-                out += J.judge_rubric(model, spec.name, correct, jc.scoring, sampling(jc.sampling), progress=adv)
+                out += J.judge_rubric(model, spec.name, correct, jc.scoring, sampling(jc.sampling), progress=adv,
+                                      min_label_mass=jc.min_label_mass)  # fmt: skip
         if jc.illegibility:
             with bar.step(f"{spec.name}: illegibility", len(every)) as adv:
                 out += J.judge_illegibility(
                     model, spec.name, every, jc.scoring, sampling(jc.sampling),
-                    chunk_chars=jc.chunk_chars, threshold=jc.threshold, progress=adv,
+                    chunk_chars=jc.chunk_chars, threshold=jc.threshold, progress=adv, min_label_mass=jc.min_label_mass,
                 )  # fmt: skip
     return out
 

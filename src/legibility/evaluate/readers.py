@@ -265,10 +265,19 @@ def _renderer(model: Any) -> Callable[[list[Message]], str] | None:
 
 
 def handoff_keeps_cot(model: Any, *, think: bool = True) -> bool | None:
-    """Does the hand-off chat, as the model renders it, still contain the CoT? None: the backend cannot render."""
+    """Does the hand-off chat, as the model renders it, still contain the CoT? A backend that renders server-side
+    (openai) cannot be probed: its `keeps_think_blocks` (from the config) answers for think tags, and plain
+    assistant text is taken as kept. None: the model neither renders nor says."""
     render = _renderer(model)
     if render is None:
-        return None
+        node, declared = model, None
+        for _ in range(8):  # through wrappers like CachedModel, as _renderer does
+            if node is None or isinstance(declared := getattr(node, "keeps_think_blocks", None), bool):
+                break
+            node = getattr(node, "inner", None)
+        if not isinstance(declared, bool):
+            return None
+        return declared if think else True
     try:
         return _PROBE in render(c2_chat(_PROBE_PROBLEM, _PROBE, think=think))
     except Exception:  # a template that cannot render the probe cannot be judged by it
@@ -276,7 +285,8 @@ def handoff_keeps_cot(model: Any, *, think: bool = True) -> bool | None:
 
 
 def resolve_handoff(model: Any, handoff: Handoff = "auto") -> Literal["think", "plain"]:
-    """The hand-off mode to use: "auto" keeps think tags unless the model's template drops them."""
+    """The hand-off mode to use: "auto" keeps think tags unless the model's template drops them, or, for a server
+    that renders its own template (openai), unless the config does not say it keeps them (`keeps_think_blocks`)."""
     if handoff in ("think", "plain"):
         return handoff
     if handoff != "auto":
@@ -288,10 +298,17 @@ def resolve_handoff(model: Any, handoff: Handoff = "auto") -> Literal["think", "
             f"{getattr(model, 'name', model)}: the chat template drops earlier assistant turns; "
             "the C2 hand-off cannot show the CoT (use c2_prefill)"
         )
-    log.warning(
-        "%s: the chat template drops earlier think blocks; the C2 hand-off passes the CoT as plain text",
-        getattr(model, "name", model),
-    )
+    if _renderer(model) is None:
+        log.info(
+            "%s: the server renders its own chat template and keeps_think_blocks is not set; the C2 hand-off "
+            "passes the CoT as plain text",
+            getattr(model, "name", model),
+        )
+    else:
+        log.warning(
+            "%s: the chat template drops earlier think blocks; the C2 hand-off passes the CoT as plain text",
+            getattr(model, "name", model),
+        )
     return "plain"
 
 

@@ -26,8 +26,18 @@ class Sampling:
     temperature: float = 0.0
     """0 is greedy decoding."""
     top_p: float = 1.0
+    top_k: int | None = None
+    """Keep the k most likely tokens; None is off."""
+    min_p: float = 0.0
+    """Drop tokens below min_p x the top token's probability; 0 is off."""
     seed: int = 0
     stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be None (off) or >= 1, got {self.top_k}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1] (0 is off), got {self.min_p}")
 
 
 @dataclass(frozen=True)

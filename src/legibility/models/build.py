@@ -35,7 +35,7 @@ def _load(spec: ModelSpec) -> ChatModel:
         return HFChatModel(
             spec.model, adapter=spec.adapter, batch_size=spec.batch_size, dtype=spec.dtype,
             chat_template=spec.chat_template, enable_thinking=spec.enable_thinking,
-            max_score_tokens=spec.max_score_tokens,
+            chat_template_kwargs=spec.chat_template_kwargs, max_score_tokens=spec.max_score_tokens,
         )  # fmt: skip
     if spec.backend == "openai":
         from legibility.models.openai_api import OpenAIChatModel
@@ -45,7 +45,8 @@ def _load(spec: ModelSpec) -> ChatModel:
         return OpenAIChatModel(
             spec.base_url, spec.model, api_key_env=spec.api_key_env, concurrency=spec.concurrency,
             max_retries=spec.max_retries, timeout_s=spec.timeout_s, extra_body=spec.extra_body,
-            supports_continue=spec.supports_continue,
+            supports_continue=spec.supports_continue, chat_template_kwargs=spec.template_kwargs(),
+            keeps_think_blocks=getattr(spec, "keeps_think_blocks", False),
         )  # fmt: skip
     from legibility.models.vllm import VLLMChatModel
 
@@ -56,7 +57,7 @@ def identity(spec: ModelSpec, model: ChatModel) -> dict[str, Any]:
     """What makes two models answer alike (the cache key's model part): never the spec's name or the device."""
     meta = getattr(model, "meta", None) or {}
     ident: dict[str, Any] = {"backend": spec.backend, "model": spec.model, "adapter": spec.adapter}
-    for k in ("revision", "adapter_sha256", "chat_template_sha256", "enable_thinking", "dtype"):
+    for k in ("revision", "adapter_sha256", "chat_template_sha256", "enable_thinking", "chat_template_kwargs", "dtype"):
         if meta.get(k) is not None:
             ident[k] = meta[k]
     if spec.backend == "openai":

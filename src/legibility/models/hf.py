@@ -28,6 +28,7 @@ import copy
 import hashlib
 import inspect
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -80,6 +81,9 @@ def continuation_prompt(tokenizer: PreTrainedTokenizerBase, chat: Sequence[Messa
       content already starts with (e.g. DeepSeek-R1's "<think>\\n");
     - "forced_prefix": the generation prompt forces text the content lacks; the content follows it;
     - "sentinel": the two renderings disagree otherwise; the sentinel cut is used as is.
+    A content that opens its own think block (C2 prefill) replaces an empty one that the chosen prefix ends with
+    (Qwen3 with enable_thinking false writes "<think>\n\n</think>\n\n"), so the model never sees two think
+    blocks in one turn; the rule then gets "+think" (e.g. "open_turn+think").
     """
     msgs = _as_dicts(chat)
     if not msgs or msgs[-1]["role"] != "assistant":
@@ -95,15 +99,25 @@ def continuation_prompt(tokenizer: PreTrainedTokenizerBase, chat: Sequence[Messa
         raise LegibilityError("the chat template drops the assistant message's content; cannot continue it")
     open_turn = full[:cut]
     if open_turn == gen:
-        return open_turn + partial, "open_turn"
-    if open_turn.startswith(gen):
-        return gen + partial, "generation_prompt"
-    if gen.startswith(open_turn):
+        head, rule = open_turn, "open_turn"
+    elif open_turn.startswith(gen):
+        head, rule = gen, "generation_prompt"
+    elif gen.startswith(open_turn):
         forced = gen[len(open_turn) :]
         if partial.startswith(forced) or (forced.strip() and partial.lstrip().startswith(forced.strip())):
-            return open_turn + partial, "open_turn"
-        return gen + partial, "forced_prefix"
-    return open_turn + partial, "sentinel"
+            head, rule = open_turn, "open_turn"
+        else:
+            head, rule = gen, "forced_prefix"
+    else:
+        head, rule = open_turn, "sentinel"
+    empty = _EMPTY_THINK.search(head)
+    if empty is not None and partial.lstrip().startswith("<think>"):
+        return head[: empty.start()] + partial, f"{rule}+think"
+    return head + partial, rule
+
+
+_EMPTY_THINK = re.compile(r"<think>\s*</think>\s*$")
+"""An empty think block closing a prompt (Qwen3's generation prompt with thinking off)."""
 
 
 def _short_hash(data: bytes) -> str:
@@ -135,10 +149,13 @@ class HFChatModel:
     """A `ChatModel` on a local transformers checkpoint, optionally with a PEFT adapter on top.
 
     `model` is anything `resolve_model` takes ("embedded", a folder, a hub id); `chat_template` replaces the
-    model's template (a .jinja path, or the template text itself); `enable_thinking` is passed to templates that
-    read it (Qwen3). `max_score_tokens` bounds rows x target tokens per scoring pass, since the logits for every
-    target position are held at once (vocab floats per token). `share_prompts` lets `score` run a prompt shared
-    by several rows once and score their targets from its KV cache (same log-probs up to float rounding).
+    model's template (a .jinja path, or the template text itself); `enable_thinking` and `chat_template_kwargs`
+    are passed to templates that read them (Qwen3). The checkpoint's generation_config is replaced by a bare one
+    (its end and padding tokens only): decoding is what `Sampling` says, nothing the checkpoint ships (Qwen3's
+    top_k 20, suppressed tokens) slips in. `max_score_tokens` bounds rows x target tokens per scoring pass,
+    since the logits for every target position are held at once (vocab floats per token). `share_prompts` lets
+    `score` run a prompt shared by several rows once and score their targets from its KV cache (same log-probs up
+    to float rounding).
     """
 
     supports_scoring = True
@@ -154,6 +171,7 @@ class HFChatModel:
         device: str | None = None,
         max_score_tokens: int = 8192,
         share_prompts: bool = True,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if batch_size < 1:
             raise LegibilityError(f"batch_size must be >= 1, got {batch_size}")
@@ -162,6 +180,7 @@ class HFChatModel:
         self.max_score_tokens = max_score_tokens
         self.share_prompts = share_prompts
         self.enable_thinking = enable_thinking
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
         path = resolve_model(model)
@@ -192,6 +211,10 @@ class HFChatModel:
             eos.add(self.tokenizer.eos_token_id)
         self.eos_ids = sorted(eos)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        # transformers fills every field our GenerationConfig leaves unset from the model's: start from nothing
+        base.generation_config = GenerationConfig(
+            bos_token_id=base.generation_config.bos_token_id, eos_token_id=self.eos_ids, pad_token_id=self.pad_id
+        )
 
         template = self.tokenizer.chat_template if isinstance(self.tokenizer.chat_template, str) else None
         self.meta: dict[str, Any] = {
@@ -204,6 +227,7 @@ class HFChatModel:
                 Path(adapter), lambda p: p.name.startswith("adapter_"), content=True),
             "chat_template_sha256": None if template is None else _short_hash(template.encode()),
             "enable_thinking": enable_thinking,
+            "chat_template_kwargs": self.chat_template_kwargs or None,
             "dtype": str(base.dtype).removeprefix("torch."),
             "device": str(self.device),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -213,7 +237,8 @@ class HFChatModel:
     # -- rendering -------------------------------------------------------------------------------------------
 
     def _template_kwargs(self) -> dict[str, Any]:
-        return {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        thinking = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        return {**self.chat_template_kwargs, **thinking}
 
     def render_prompt(self, chat: Sequence[Message | dict[str, str]]) -> str:
         """The chat as the model sees it before replying (template + generation prompt)."""
@@ -349,7 +374,8 @@ class HFChatModel:
         stopper = _RowStopper(self.tokenizer, width, [s for s in sampling.stop if s], caps)
         processors = LogitsProcessorList()
         if sampling.temperature > 0:
-            processors.append(_RowSampler([s or 0 for s in seeds], sampling.temperature, sampling.top_p))
+            processors.append(_RowSampler([s or 0 for s in seeds], sampling.temperature, sampling.top_p,
+                                          sampling.top_k, sampling.min_p))  # fmt: skip
         config = GenerationConfig(
             max_new_tokens=max(caps), do_sample=False, num_beams=1, eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
@@ -579,19 +605,26 @@ class _RowStopper(StoppingCriteria):
 
 
 class _RowSampler(LogitsProcessor):
-    """Temperature + top-p sampling with one CPU generator per row, returned as a one-hot score so that greedy
-    `generate` emits the drawn token. Inverse-CDF sampling over the sorted distribution: one uniform per row
-    per step, so each row's random stream is its own."""
+    """Temperature, top-k, top-p and min-p sampling with one CPU generator per row, returned as a one-hot score so
+    that greedy `generate` emits the drawn token. The filters run in transformers' order (temperature, top-k,
+    top-p over what top-k kept, min-p against the top token). Inverse-CDF sampling over the sorted distribution:
+    one uniform per row per step, so each row's random stream is its own."""
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float) -> None:
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, top_k: int | None = None,
+                 min_p: float = 0.0) -> None:  # fmt: skip
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
-        self.temperature, self.top_p = temperature, top_p
+        self.temperature, self.top_p, self.top_k, self.min_p = temperature, top_p, top_k, min_p
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         probs = (scores.float() / self.temperature).softmax(-1)
         sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
-        if self.top_p < 1.0:  # keep the smallest head whose mass reaches top_p
-            sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= self.top_p, 0.0)
+        if self.top_k is not None and self.top_k < sorted_p.shape[-1]:
+            sorted_p[:, self.top_k :] = 0.0
+        if self.top_p < 1.0:  # keep the smallest head whose mass (of what is left) reaches top_p
+            mass = sorted_p.sum(-1, keepdim=True)
+            sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= self.top_p * mass, 0.0)
+        if self.min_p > 0.0:
+            sorted_p = sorted_p.masked_fill(sorted_p < self.min_p * sorted_p[:, :1], 0.0)
         cdf = sorted_p.cumsum(-1)
         u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.generators])
         target = (u.to(cdf.device) * cdf[:, -1].double()).to(cdf.dtype)[:, None]

@@ -23,6 +23,11 @@ Design, and why:
   {content}`, verbatim (no whitespace added or stripped; `responses.split_think` strips), so graders see the same
   text as from the `hf` backend. For `continue_` from a prefill with an unclosed `<think>`, the opening tag is
   already in the prompt and is not repeated.
+- What the server does that we cannot check is said, not assumed: the chat template is the server's, so template
+  variables (`enable_thinking`) go as the request's `chat_template_kwargs` (read by vLLM and SGLang), and
+  `keeps_think_blocks` states whether that template keeps an earlier turn's think block (the C2 hand-off reads
+  it; Qwen3's and the R1 distills' templates delete it, hence the default False). Top-k and min-p go as the
+  `top_k` / `min_p` body fields (vLLM, SGLang, Together) only when set, so plain OpenAI endpoints still work.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ CACHE_VERSION = 1
 """Bump when the request or the stored response changes shape, so stale entries stop matching."""
 RETRY_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
 VLLM_CONTINUE = {"continue_final_message": True, "add_generation_prompt": False}
+OWNED_KEYS = ("model", "messages", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop",
+              "chat_template_kwargs", *VLLM_CONTINUE)  # fmt: skip
+"""Body keys the request writes from its arguments and `Sampling`; `extra_body` may not replace them."""
 _ERROR_BODY_CHARS = 300
 
 
@@ -74,10 +82,14 @@ class OpenAIChatModel:
 
     `base_url` follows the OpenAI client's convention and includes the version path (`http://127.0.0.1:8000/v1`,
     `https://api.together.xyz/v1`). `api_key_env` names the environment variable holding the key (None: the server
-    needs none). `extra_body` is merged into every request (e.g. vLLM's `{"top_k": 20}`). `supports_continue`
-    says the server continues a final assistant message when asked the vLLM way; other servers get no request and
-    every `continue_` comes back as a failure record saying so. `timeout_s` bounds each wait on the server
-    (connecting, and the whole wait for a reply, which is not streamed): set it above the longest generation.
+    needs none). `extra_body` is merged into every request (e.g. vLLM's `{"repetition_penalty": 1.05}`); it may not
+    set what the other arguments and `Sampling` set (`OWNED_KEYS`). `chat_template_kwargs` (e.g.
+    `{"enable_thinking": False}`) is sent with every request for servers that render templates with them.
+    `keeps_think_blocks` says the server's template keeps earlier think blocks (see the module docstring).
+    `supports_continue` says the server continues a final assistant message when asked the vLLM way; other
+    servers get no request and every `continue_` comes back as a failure record saying so. `timeout_s` bounds
+    each wait on the server (connecting, and the whole wait for a reply, which is not streamed): set it above the
+    longest generation.
     """
 
     supports_scoring: bool = False
@@ -94,6 +106,8 @@ class OpenAIChatModel:
         extra_body: dict[str, Any] | None = None,
         *,
         supports_continue: bool = False,
+        chat_template_kwargs: dict[str, Any] | None = None,
+        keeps_think_blocks: bool = False,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         max_retry_after_s: float = 60.0,
@@ -118,6 +132,11 @@ class OpenAIChatModel:
         self.max_retries = max_retries
         self.timeout_s = float(timeout_s)
         self.extra_body = dict(extra_body or {})
+        clash = sorted(set(self.extra_body) & set(OWNED_KEYS))
+        if clash:
+            raise LegibilityError(f"openai backend: extra_body sets {clash}, which the request writes itself")
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.keeps_think_blocks = keeps_think_blocks
         self.supports_continue = supports_continue
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -125,7 +144,9 @@ class OpenAIChatModel:
         self.cache = DiskCache(cache_dir) if cache_dir is not None else None
         # who answers, recorded with every sample (no key, no headers): generation refuses to mix records from two
         self.meta: dict[str, Any] = {"backend": "openai", "model": model, "base_url": self.base_url,
-                                     "extra_body": self.extra_body}  # fmt: skip
+                                     "extra_body": self.extra_body,
+                                     "chat_template_kwargs": self.chat_template_kwargs or None,
+                                     "enable_thinking": self.chat_template_kwargs.get("enable_thinking")}  # fmt: skip
         self._url = f"{self.base_url}/chat/completions"
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.timeout_s),
@@ -187,8 +208,14 @@ class OpenAIChatModel:
             "top_p": sampling.top_p,
             "seed": sampling.seed,
         }
+        if sampling.top_k is not None:  # not OpenAI's API: sent only when set (vLLM, SGLang, Together read them)
+            body["top_k"] = sampling.top_k
+        if sampling.min_p > 0:
+            body["min_p"] = sampling.min_p
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if self.chat_template_kwargs:
+            body["chat_template_kwargs"] = dict(self.chat_template_kwargs)
         if op == "continue":
             body.update(VLLM_CONTINUE)
         body.update(self.extra_body)

@@ -11,8 +11,9 @@ It reads requests exactly as the `hf` backend does, so the two can stand in for 
 - Sampling: each request gets hf's seed, sha256(Sampling.seed, rendered prompt), through vLLM's per-request
   seeded generator, so a sample depends on the request alone and identical requests get identical samples (vary
   Sampling.seed for several samples of one chat). The draws differ from hf's: same seed, other backend, other text.
-  Greedy requests carry no seed. Other sampling settings (penalties, top-k, min-p) stay at vLLM's neutral defaults:
-  the model's generation_config never leaks in, since every request brings its own SamplingParams.
+  Greedy requests carry no seed. Top-k and min-p are Sampling's (off unless set); the rest (penalties) stay at
+  vLLM's neutral defaults: the model's generation_config never leaks in, since every request brings its own
+  SamplingParams.
 - Failures: vLLM checks a whole `generate` call's prompts before it runs any, so lengths are checked here first
   (an over-long or empty prompt is an error record), and a call that raises is retried one request at a time, so
   one bad request becomes `Completion(error=...)` / `Scores(error=...)` and the rest still run.
@@ -97,12 +98,20 @@ def _lora_request_class(vllm: ModuleType) -> Any:
 
 def sampling_kwargs(sampling: Sampling, max_tokens: int, seed: int | None) -> dict[str, Any]:
     """`vllm.SamplingParams` keyword arguments for one request: the Sampling's settings, the rest vLLM's neutral
-    defaults. Greedy (temperature 0) gets top_p 1 and no seed; stop strings are cut from the text, as hf does."""
+    defaults. Greedy (temperature 0) gets top_p 1 and no seed; stop strings are cut from the text, as hf does.
+    Top-k and min-p are passed only when set (sampling): off is vLLM's own default, whichever spelling (0 or -1) its
+    version takes for it."""
     greedy = sampling.temperature <= 0
+    filters: dict[str, Any] = {}
+    if not greedy and sampling.top_k is not None:
+        filters["top_k"] = int(sampling.top_k)
+    if not greedy and sampling.min_p > 0:
+        filters["min_p"] = float(sampling.min_p)
     return {
         "n": 1,
         "temperature": 0.0 if greedy else float(sampling.temperature),
         "top_p": 1.0 if greedy else float(sampling.top_p),
+        **filters,
         "max_tokens": int(max_tokens),
         "seed": None if greedy else seed,
         "stop": [s for s in sampling.stop if s],
@@ -233,6 +242,7 @@ class VLLMChatModel:
         dtype: str | None = None,
         chat_template: str | None = None,
         enable_thinking: bool | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
         prefix_caching: bool = False,
         seed: int = 0,
         engine_kwargs: Mapping[str, Any] | None = None,
@@ -240,6 +250,7 @@ class VLLMChatModel:
         vllm = import_vllm()
         self.name = model if adapter is None else f"{model}+adapter:{adapter}"
         self.enable_thinking = enable_thinking
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self._SamplingParams = vllm.SamplingParams
 
         if adapter is not None:
@@ -290,6 +301,7 @@ class VLLMChatModel:
                 Path(adapter), lambda p: p.name.startswith("adapter_"), content=True),
             "chat_template_sha256": None if template is None else _short_hash(template.encode()),
             "enable_thinking": enable_thinking,
+            "chat_template_kwargs": self.chat_template_kwargs or None,
             "dtype": _engine_dtype(self.llm) or dtype,
             "tensor_parallel_size": tensor_parallel_size,
             "prefix_caching": prefix_caching,
@@ -303,7 +315,7 @@ class VLLMChatModel:
             spec.model, adapter=spec.adapter, tensor_parallel_size=spec.tensor_parallel_size,
             gpu_memory_utilization=spec.gpu_memory_utilization, max_model_len=spec.max_model_len,
             max_lora_rank=spec.max_lora_rank, dtype=spec.dtype, chat_template=spec.chat_template,
-            enable_thinking=spec.enable_thinking,
+            enable_thinking=spec.enable_thinking, chat_template_kwargs=spec.chat_template_kwargs,
         )  # fmt: skip
 
     def close(self) -> None:
@@ -330,7 +342,8 @@ class VLLMChatModel:
     # -- rendering (as hf) -----------------------------------------------------------------------------------
 
     def _template_kwargs(self) -> dict[str, Any]:
-        return {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        thinking = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        return {**self.chat_template_kwargs, **thinking}
 
     def render_prompt(self, chat: Sequence[Message | dict[str, str]]) -> str:
         """The chat as the model sees it before replying (template + generation prompt)."""
