@@ -585,11 +585,12 @@ class JudgesConfig(_Section):
     """A chunk scoring above this is illegible (share of chunks above it; the legible-prefix cut)."""
     scoring: Literal["generate", "label_probs"] = "generate"
     """label_probs (hf, vllm): the expected score under the judge's probabilities of the label tokens."""
-    min_label_mass: float = Field(default=0.001, ge=0, le=1)
+    min_label_mass: float = Field(default=0.5, ge=0, le=1)
     """label_probs: a judgement (a rubric, an illegibility chunk) whose label replies get less total probability
-    than this is a failure, counted, not a score: the judge was not answering in the format. The default lets the
-    embedded SmolLM2-135M judge through (measured: 0.003-0.009 on the nine "Score: N" replies, 0.0012-0.0017 on
-    the rubric's 25 for R1 traces); a judge that follows the format puts most of its mass there (reference: 0.5)."""
+    than this is a failure, counted, not a score: the judge was not answering in the format, and an expectation
+    over a sliver of its distribution says little. A judge that follows the format puts most of its mass there; the
+    embedded SmolLM2-135M does not (measured: 0.003-0.009 on the nine "Score: N" replies, 0.0012-0.0017 on the
+    rubric's 25 for R1 traces), so the demo lowers this and says so."""
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(max_new_tokens=64, temperature=0.0, top_p=1.0)
     )

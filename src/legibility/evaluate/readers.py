@@ -27,7 +27,8 @@ Decisions, and why:
   DeepSeek-R1 distills) delete the think block of every assistant turn before the last user turn, so the reader
   would never see the CoT. `handoff="auto"` renders a probe chat where the backend can render (hf) and, if the
   CoT vanishes, hands it off as plain assistant text instead; the mode used is recorded in `Reading.masking`.
-  Backends that render server-side (openai, vllm) cannot be probed: check their template, or use C2 prefill.
+  A backend that renders server-side (openai) cannot be probed: it hands off plain text unless its spec says the
+  server keeps earlier think blocks (`keeps_think_blocks`); vllm renders locally and is probed like hf.
 - Uplift scores the answer in the benchmark's format as the reader's whole reply: "\\boxed{gold}" (the closing
   brace ends the answer, so "1" is not credited for a prefix of "12") or "Answer: X". For multiple choice the
   gold letter's log-prob is normalised over the option letters (a distribution over the options, so the
