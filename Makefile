@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean mutants
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# Planted bugs the tests must catch (benchmarks/mutants.py); not part of `make test`: tens of minutes.
+mutants: $(STAMP)
+	$(BIN)/python benchmarks/mutants.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -4,18 +4,20 @@ Why mixed: real sentences keep the fuzzer near what the pair builder sees (LaTeX
 and the hard fragments (unbalanced delimiters, unclosed fences, abbreviations, non-Latin scripts, emoji,
 think tags, very long runs) are spliced in between them with every kind of whitespace. Import from tests:
 
-    from strategies import cot_texts, cot_and_donors, answers, make_donor
+    from strategies import cot_texts, cot_and_donors, answers, make_donor, exercised_share
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
 from conftest import TRACES
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from legibility.text import sentences
@@ -191,3 +193,23 @@ def skeleton(text: str, numbers: list) -> str:
         out += [text[pos : m.start()], "#"]
         pos = m.end()
     return "".join(out) + text[pos:]
+
+
+def exercised_share(prop: Callable[..., bool], *strategies: st.SearchStrategy, **settings_kw: Any) -> float:
+    """Run the property `prop` on Hypothesis examples of `strategies` and return the share of examples it
+    exercised: `prop` asserts what must hold and returns whether the code under test acted on the example
+    (changed the text, split it, imported a trace).
+
+    Why: a property of the form "if the transform changed the text, the change is right" passes when the code
+    never acts, so the caller also asserts a minimum share. The share is counted inside one test, so it does
+    not depend on which tests run or in what order. The examples database is off: this runner is shared by
+    every property, and a failing example of one would be replayed into another."""
+    seen: list[bool] = []
+
+    @settings(database=None, **settings_kw)
+    @given(st.tuples(*strategies))
+    def run(args: tuple) -> None:
+        seen.append(bool(prop(*args)))
+
+    run()
+    return sum(seen) / len(seen)

@@ -159,3 +159,85 @@ def test_reader_uplift_by_hand():
     assert u.p_c2_given_c4_wrong == pytest.approx(2 / 3)
     lone = reader_uplift([item("j", [reader("b", True, False, False)])])["b"]
     assert math.isnan(lone.p_c2_given_c4_right)
+
+
+# ---------------------------------------------------------------- crafted items that hit several filters at once
+# Every reader here has a verdict in every condition (no failed or missing reads), so these items do not depend
+# on how failed readers count; the filter names and their order are spelled out literally rather than read
+# from FILTERS, which a swapped constant would also swap. Filters added later must count 0 on these items.
+
+PINNED_ORDER = ("no_readers", "generator_wrong", "too_hard", "too_easy")
+
+
+def voter(name: str, c1: bool, c2: bool, c4: bool) -> ReaderOutcome:
+    return ReaderOutcome(reader=name, c1_correct=c1, c2_correct=c2, c4_correct=c4)
+
+
+def crafted(item_id: str, verdicts: list[tuple[bool, bool, bool]], generator_correct: bool = True) -> ItemOutcome:
+    """An item whose reasoning readers have these (C1, C2, C4) verdicts; no leak."""
+    rs = tuple(voter(f"r{k}", *v) for k, v in enumerate(verdicts))
+    return ItemOutcome(item_id=item_id, generator_correct=generator_correct, leak_detected=False, readers=rs)
+
+
+T, F = True, False
+HARD_AND_EASY = [(F, T, T), (F, T, T), (T, T, F)]  # 2 of 3 fail C1 and 2 of 3 pass C4
+CRAFTED = [
+    crafted("no_readers+wrong", [], generator_correct=False),
+    crafted("wrong+hard+easy", HARD_AND_EASY, generator_correct=False),
+    crafted("hard+easy", HARD_AND_EASY),
+    crafted("hard+easy, C2 fails", [(F, F, T), (F, F, T), (F, F, T)]),
+    crafted("easy, C2 fails", [(T, F, T), (T, F, T), (T, T, F)]),  # too easy whatever C2 says
+    crafted("hard only", [(F, T, F), (F, T, F), (T, T, F)]),
+    crafted("legible", [(T, T, F), (T, T, F), (T, F, F)]),
+    crafted("illegible", [(T, F, F), (T, F, F), (T, T, F)]),
+]
+
+
+def test_crafted_items_pin_the_filter_order_and_every_count():
+    r = classify(CRAFTED)
+    by_id = {x.item_id: x for x in r.items}
+    assert {k: by_id[k].filters_hit for k in by_id} == {
+        "no_readers+wrong": ("no_readers", "generator_wrong"),
+        "wrong+hard+easy": ("generator_wrong", "too_hard", "too_easy"),
+        "hard+easy": ("too_hard", "too_easy"),
+        "hard+easy, C2 fails": ("too_hard", "too_easy"),
+        "easy, C2 fails": ("too_easy",),
+        "hard only": ("too_hard",),
+        "legible": (),
+        "illegible": (),
+    }
+    assert {k: by_id[k].filtered_by for k in by_id} == {
+        "no_readers+wrong": "no_readers",
+        "wrong+hard+easy": "generator_wrong",
+        "hard+easy": "too_hard",  # too_hard applies before too_easy
+        "hard+easy, C2 fails": "too_hard",
+        "easy, C2 fails": "too_easy",
+        "hard only": "too_hard",
+        "legible": None,
+        "illegible": None,
+    }
+    assert [f for f in r.filter_counts if f in PINNED_ORDER] == list(PINNED_ORDER)
+    assert {f: r.filter_counts[f] for f in PINNED_ORDER} == {
+        "no_readers": 1, "generator_wrong": 1, "too_hard": 3, "too_easy": 1,
+    }  # fmt: skip
+    assert {f: r.filter_alone[f] for f in PINNED_ORDER} == {
+        "no_readers": 1, "generator_wrong": 2, "too_hard": 4, "too_easy": 4,
+    }  # fmt: skip
+    assert sum(r.filter_counts.values()) == 6 and sum(r.filter_alone.values()) == 11  # no other filter fired
+    assert r.label_counts == {"ANSWER_LEAKED": 0, "REASONING_LEGIBLE": 1, "ILLEGIBLE": 1}
+    assert (by_id["legible"].label, by_id["illegible"].label) == (Label.REASONING_LEGIBLE, Label.ILLEGIBLE)
+
+
+def test_same_as_c4_counts_only_right_c2_answers():
+    # one reader on three items: C2 right and equal to its right C4 answer (counted); C2 WRONG and equal to its
+    # wrong C4 answer (not a pass, so not counted); C2 right and different from C4 (not the same answer)
+    rs = [
+        ReaderOutcome(reader="a", c1_correct=T, c2_correct=T, c4_correct=T, c2_answer="B", c4_answer="B"),
+        ReaderOutcome(reader="a", c1_correct=T, c2_correct=F, c4_correct=F, c2_answer="C", c4_answer="C"),
+        ReaderOutcome(reader="a", c1_correct=T, c2_correct=T, c4_correct=F, c2_answer="B", c4_answer="D"),
+    ]
+    items = [ItemOutcome(item_id=f"i{k}", generator_correct=T, leak_detected=F, readers=(x,)) for k, x in enumerate(rs)]
+    u = reader_uplift(items)["a"]
+    assert (u.n, u.c2_right_same_as_c4) == (3, 1)
+    wrong_only = reader_uplift(items[1:2])["a"]
+    assert wrong_only.c2_right_same_as_c4 == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from legibility.pairs import (
     build_pairs,
     pair_stats,
     read_pairs,
+    split_manifest,
     token_lengths,
     write_pairs,
 )
@@ -160,3 +162,36 @@ def test_token_lengths_match_what_the_trainer_sees(traces: list[Trace]) -> None:
             msgs = [m.model_dump() for m in p.prompt] + [{"role": "assistant", "content": completion}]
             ids = tok.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"]
             assert len(ids) == n
+
+
+SPLIT_RULE = "val iff int(sha256(f'{seed}\\x1f{benchmark}\\x1f{problem_id}')[:8 bytes]) / 2**64 < val_fraction"
+
+
+def documented_side(seed: int, benchmark: str, problem_id: str, val_fraction: float) -> str:
+    """split.json's stated rule, recomputed with hashlib (the first 8 digest bytes read big-endian)."""
+    digest = hashlib.sha256(f"{seed}\x1f{benchmark}\x1f{problem_id}".encode()).digest()
+    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
+
+
+def assert_split_follows_its_rule(split: dict) -> int:
+    """Every problem of split.json is on the side its stated rule gives; returns how many were checked."""
+    assert split["rule"] == SPLIT_RULE
+    seed, fraction, n = split["seed"], split["val_fraction"], 0
+    for bench, sides in split["benchmarks"].items():
+        for side, ids in sides.items():
+            for pid in ids:
+                assert documented_side(seed, bench, pid, fraction) == side, (bench, pid)
+                n += 1
+    return n
+
+
+def test_split_sides_follow_the_documented_sha256_rule(traces: list[Trace]) -> None:
+    ps = build_pairs(traces, PairsConfig(val_fraction=0.3, seed=5))
+    assert assert_split_follows_its_rule(ps.split) == len({t.problem_id for t in traces})
+    assert all(p.split == documented_side(5, p.benchmark, p.problem_id, 0.3) for p in ps.all)
+    # the benchmark is part of the key: one id in three benchmarks falls on its own side in each
+    ids = [(bench, f"p{k}") for bench in ("math", "bbh", "gpqa") for k in range(60)]
+    manifest = split_manifest(ids, 0.5, 11)
+    assert assert_split_follows_its_rule(manifest) == 180
+    sides = {b: set(manifest["benchmarks"][b]["val"]) for b in ("math", "bbh", "gpqa")}
+    assert sides["math"] != sides["bbh"] != sides["gpqa"]

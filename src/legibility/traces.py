@@ -218,10 +218,27 @@ def parse_record(record: Any, source: str, mapping: dict[str, str]) -> RawTrace:
     )
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _text_only(value: Any, text: str, p: Path, lineno: int | None) -> Any:
+    """`value` (parsed from `text`), refused when it holds a lone UTF-16 surrogate. A JSON escape can spell one
+    ("\\ud800") but no UTF-8 file can hold it, so a trace holding it would fail later, with a traceback, when
+    hashed or written; only text with such an escape is checked, so the usual record costs one regex scan."""
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            bad = f"\\u{ord(e.object[e.start]):04x}"
+            raise LegibilityError(f"{where(p, lineno)}: not valid JSON text (a lone surrogate {bad})") from None
+    return value
+
+
 def _load_json(text: str, p: Path, lineno: int) -> Any:
-    """json.loads with every failure as a `file:line` LegibilityError (bad JSON, too deep, huge numbers)."""
+    """json.loads with every failure as a `file:line` LegibilityError (bad JSON, too deep, huge numbers, a lone
+    surrogate)."""
     try:
-        return json.loads(text)
+        return _text_only(json.loads(text), text, p, lineno)
     except json.JSONDecodeError as e:
         line = lineno + e.lineno - 1
         col = f" at column {e.colno}" if e.lineno == 1 else ""
@@ -278,7 +295,7 @@ def _records(p: Path, text: str, mapping: dict[str, str]) -> Iterator[RawTrace]:
                 except (ValueError, RecursionError):
                     whole = None
                 if whole is not None:
-                    yield parse_record(whole, str(p), mapping)
+                    yield parse_record(_text_only(whole, text, p, None), str(p), mapping)
                     return
             raise
         yield parse_record(item, f"{p}:{lineno}", mapping)
