@@ -50,6 +50,7 @@ class Mutant:
 
 
 STATS = "src/legibility/evaluate/stats.py"
+READERS = "src/legibility/evaluate/readers.py"
 TAXONOMY = "src/legibility/evaluate/taxonomy.py"
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -70,15 +71,15 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "taxonomy: too_easy applies before too_hard",
         TAXONOMY,
-        '"too_hard", "too_easy")',
-        '"too_easy", "too_hard")',
+        '"too_hard", "too_easy", "leak_unknown")',
+        '"too_easy", "too_hard", "leak_unknown")',
         ("tests/test_eval_taxonomy.py",),
     ),
     Mutant(
         "taxonomy: too_easy also needs a C2 majority",
         TAXONOMY,
-        '"too_easy": majority(*v.c4)',
-        '"too_easy": majority(*v.c4) and majority(*v.c2)',
+        '"too_easy": majority(v.c4[0], v.c4[2])',
+        '"too_easy": majority(v.c4[0], v.c4[2]) and majority(v.c2[0], v.c2[2])',
         ("tests/test_eval_taxonomy.py",),
     ),
     Mutant(
@@ -138,11 +139,39 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_eval_masking.py",),
     ),
     Mutant(
-        "readers: uplift sign flipped (C4 baseline minus C2)",
-        "src/legibility/evaluate/readers.py",
-        "None if a is None or b is None else a - b",
-        "None if a is None or b is None else b - a",
+        "readers: uplift sign flipped (baseline minus with-CoT)",
+        READERS,
+        "else lps[a] - lps[b] for a, b in pairs",
+        "else lps[b] - lps[a] for a, b in pairs",
         ("tests/test_eval_readers.py",),
+    ),
+    Mutant(
+        "readers: uplift baseline is the C4 prompt again (the prompt change counted as uplift)",
+        READERS,
+        'c2_chat(p, "", think=think)) for p, c in',
+        "c4_chat(p)) for p, c in",
+        ("tests/test_eval_readers.py",),
+    ),
+    Mutant(
+        "readers: a leak verdict must be the whole line again (`LEAK: YES - ...` lost)",
+        READERS,
+        "found = [m.group(1).upper() for m in _LEAK_LABEL.finditer(line)]",
+        "found = [m.group(1).upper() for m in _LEAK_LABEL.finditer(line) if line.strip().upper().endswith(m.group(1).upper())]",
+        ("tests/test_eval_readers.py",),
+    ),
+    Mutant(
+        "taxonomy: a failed leak check reads as no leak",
+        TAXONOMY,
+        '"leak_unknown": item.leak_detected is None,',
+        '"leak_unknown": False,',
+        ("tests/test_eval_taxonomy.py",),
+    ),
+    Mutant(
+        "taxonomy: C2 majority over the readers that answered, not those asked",
+        TAXONOMY,
+        "Label.REASONING_LEGIBLE if majority(v.c2[0], v.c2[2])",
+        "Label.REASONING_LEGIBLE if majority(v.c2[0], v.c2[1])",
+        ("tests/test_eval_taxonomy.py",),
     ),
     Mutant(
         "together: lora_alpha sent as the rank",
