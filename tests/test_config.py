@@ -238,7 +238,7 @@ def test_openai_template_kwargs_and_hand_off_fields(tmp_path):
     (r,) = cfg.readers.readers
     assert r.keeps_think_blocks is True and r.template_kwargs() == {"thinking_budget": 0, "enable_thinking": False}
     s = cfg.generate.sampling
-    assert cfg.judges.min_label_mass == 0.001 and s.top_k is None and s.min_p == 0
+    assert cfg.judges.min_label_mass == 0.5 and s.top_k is None and s.min_p == 0
 
 
 def test_reference_generation_uses_qwen3_thinking_sampling():
