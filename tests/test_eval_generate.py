@@ -148,6 +148,8 @@ def test_generate_ids_seeds_grading_failures_and_truncation():
             "max_new_tokens": 64,
             "temperature": 0.6,
             "top_p": 0.95,
+            "top_k": None,
+            "min_p": 0.0,
             "seed": 10 + r.sample,
             "stop": [],
         }
@@ -495,6 +497,7 @@ def test_real_embedded_model_records_pin_model_and_sampling(tmp_path: Path):
         assert r.truncated == (r.finish_reason == "length") and r.meta["completion_tokens"] <= 16
         assert r.model["backend"] == "hf" and r.model["model"] == "embedded" and r.model["adapter"] is None
         assert r.model["revision"] and r.model["chat_template_sha256"] and r.model["versions"]["torch"]
-        assert r.sampling == {"max_new_tokens": 16, "temperature": 0.6, "top_p": 0.95, "seed": 0, "stop": []}
+        assert r.sampling == {"max_new_tokens": 16, "temperature": 0.6, "top_p": 0.95, "top_k": None, "min_p": 0.0,
+                              "seed": 0, "stop": []}  # fmt: skip
         assert r.meta["request_seed"] is not None and r.correct_strict is not None
     assert any((tmp_path / "cache").rglob("*.json"))  # answered requests are cached for the next stage

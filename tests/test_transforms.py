@@ -206,6 +206,17 @@ def test_number_substitution_latex() -> None:
     assert r.text.split("x^")[1][0] in "49" and r.text.split("x^")[1][1] == " "  # one digit stays one digit
 
 
+def test_number_substitution_never_glues_a_number_to_the_next() -> None:
+    """Found by the fuzz: an integer put in place of 144.3 in "144.3.14" made one number "20.14" of two."""
+    from legibility.transforms import find_numbers
+
+    text = "So 6 * 24 = 144.3.14 and 2.5.7 here."
+    for seed in range(20):
+        r = apply("number_substitution", text, ["We get 4, 9, 20 and 1.5 and 3.25."], seed)
+        assert r.changed and len(find_numbers(r.text)) == len(find_numbers(text)) == r.meta["numbers"]
+        assert skeleton(r.text, find_numbers(r.text)) == skeleton(text, find_numbers(text))
+
+
 def test_unchangeable_inputs_are_reported() -> None:
     one = "Only one sentence here"
     for name in ("sentence_shuffle", "adjacent_swap", "sentence_deletion_30", "sentence_reversal",

@@ -230,6 +230,11 @@ def _number_pool(text: str) -> tuple[list[tuple[str, float]], list[int]]:
     return list(counts), list(accumulate(counts.values()))
 
 
+def _fits(new: str, v: float, value: float, width: int | None, glued: bool) -> bool:
+    """A replacement differs in value, keeps an unbraced exponent's width, and keeps a decimal before ".14"."""
+    return v != value and (width is None or len(new) == width) and (not glued or "." in new)
+
+
 @register("number_substitution")
 def number_substitution(doc: Doc, donors: Sequence[Donor], rng: random.Random) -> tuple[str, dict]:
     """Replace every number with a different number drawn from a donor CoT, as often as the donor uses it
@@ -250,12 +255,15 @@ def number_substitution(doc: Doc, donors: Sequence[Donor], rng: random.Random) -
     for k, (new, v) in zip(idx, rng.choices(pool, cum_weights=cum, k=len(idx)), strict=True):
         old = parts[k]
         value, exp = float(old), parts[k - 2].endswith("^")
-        if v == value or (exp and len(new) != len(old)):  # redraw a few times, then take any that fits
+        # "144.3.14": an integer put before ".14" would merge with it into one number; keep a decimal there
+        glued = parts[k + 1][:1] == "." and parts[k + 1][1:2].isdigit()
+        width = len(old) if exp else None
+        if not _fits(new, v, value, width, glued):  # redraw a few times, then take any that fits
             for new, v in rng.choices(pool, cum_weights=cum, k=3):
-                if v != value and (not exp or len(new) == len(old)):
+                if _fits(new, v, value, width, glued):
                     break
             else:
-                ok = [x for x, v in pool if v != value and (not exp or len(x) == len(old))]
+                ok = [x for x, xv in pool if _fits(x, xv, value, width, glued)]
                 if not ok:
                     continue
                 new = ok[rng.randrange(len(ok))]
