@@ -86,21 +86,18 @@ def test_gated_and_missing_repos(monkeypatch, kind, says):
         assert text.startswith(f"model {HUB_ID!r} ")
         for word in says:
             assert word in text, (word, text)
-    with pytest.raises(HubError, match=r"^pairs\.tokenizer 'x' "):  # an outer block names its own field
-        with hub_errors("pairs.tokenizer", "x"):
-            load_tokenizer(HUB_ID)
+    with pytest.raises(HubError, match=r"^pairs\.tokenizer 'x' "), hub_errors("pairs.tokenizer", "x"):
+        load_tokenizer(HUB_ID)  # an outer block names its own field
 
 
 def test_other_errors_keep_their_traceback():
     """Only hub failures are translated: a bug, or a broken local folder, is not a hub problem."""
     assert hub_problem(RuntimeError("a bug")) is None
     assert hub_problem(OSError("Unable to load weights from pytorch checkpoint file")) is None
-    with pytest.raises(RuntimeError, match="a bug"):
-        with hub_errors("pairs.tokenizer", "x"):
-            raise RuntimeError("a bug")
-    with pytest.raises(LegibilityError, match="^mine$"):  # our own errors pass through unchanged
-        with hub_errors("pairs.tokenizer", "x"):
-            raise LegibilityError("mine")
+    with pytest.raises(RuntimeError, match="a bug"), hub_errors("pairs.tokenizer", "x"):
+        raise RuntimeError("a bug")
+    with pytest.raises(LegibilityError, match=r"^mine$"), hub_errors("pairs.tokenizer", "x"):
+        raise LegibilityError("mine")  # our own errors pass through unchanged
     connect = OSError("We couldn't connect to 'https://huggingface.co' to load the files")
     connect.__cause__ = httpx.ConnectError("[Errno -3] Temporary failure in name resolution")
     assert "offline" in (hub_problem(connect) or "")

@@ -576,3 +576,20 @@ def test_gpu_adapter_matches_hf_adapter(tmp_path, engine):
         assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs, strict=True)) > 1e-2
         diffs = [abs(x - y) for x, y in zip(a.token_logprobs, r.token_logprobs, strict=True)]
         assert sum(diffs) / len(diffs) < 0.1
+
+
+def test_docs_say_vllm_scores_log_probs():
+    """The docs once said hf was the only backend that scores log-probs, while the reference config judges with
+    vLLM `label_probs`: the backend's claim and the docs agree, and a refused judge is pointed at both backends."""
+    from legibility.evaluate.judges import judge_unavailable
+
+    assert VLLMChatModel.supports_scoring
+    root = Path(__file__).resolve().parents[1]
+    docs = [ModelSpec.__doc__ or "", (root / "README.md").read_text(), (root / "docs" / "config.md").read_text()]
+    for text in docs:
+        flat = " ".join(text.split())
+        assert "only backend that scores" not in flat and "hf only" not in flat.lower()
+    assert "`vllm`" in docs[0] and "both score log-probs" in " ".join(docs[0].split())
+    api = SimpleNamespace(supports_scoring=False, name="gpt")
+    with pytest.raises(LegibilityError, match="an hf or vllm judge"):
+        judge_unavailable(api, "j", "label_probs")

@@ -160,11 +160,10 @@ def submit(cfg: ExperimentConfig, dry_run: bool = False) -> dict[str, Any]:
         kwargs["wandb_api_key"] = wandb_key
     secrets = [key, kwargs.get("wandb_api_key")]
     client = _sdk("the client set-up", secrets, lambda: Together(api_key=key))
-    kwargs["training_file"] = _sdk(f"the upload of {train}", secrets,
-                                   lambda: client.files.upload(train, purpose="fine-tune", check=True).id)  # fmt: skip
-    if val is not None:
-        kwargs["validation_file"] = _sdk(f"the upload of {val}", secrets,
-                                         lambda: client.files.upload(val, purpose="fine-tune", check=True).id)  # fmt: skip
+    for field, path in (("training_file", train), ("validation_file", val)):
+        if path is not None:
+            kwargs[field] = _sdk(f"the upload of {path}", secrets,
+                                 lambda p=path: client.files.upload(p, purpose="fine-tune", check=True).id)  # fmt: skip
     job = _sdk("the job creation (fine_tuning.create)", secrets, lambda: client.fine_tuning.create(**kwargs))
     request["training_file"], request["validation_file"] = kwargs["training_file"], kwargs["validation_file"]
     job_data = job.model_dump(mode="json") if hasattr(job, "model_dump") else dict(job)
