@@ -127,3 +127,56 @@ def test_errors_are_one_line_on_a_narrow_terminal(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env_cols},
     )  # fmt: skip
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_offline_hub_tokenizer_is_one_line(tmp_path: Path) -> None:
+    """`pairs.tokenizer` as a hub id offline once ended in a 134-line traceback."""
+    empty = tmp_path / "traces.jsonl"
+    empty.write_text("")
+    hub_id = "no-such-org/no-such-tokenizer"
+    r = cli("pairs", "build", str(empty), "--out", str(tmp_path / "pairs"), "--tokenizer", hub_id)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    line = r.stderr.strip()
+    assert line.count("\n") == 0, r.stderr
+    assert line.startswith(f"error: pairs.tokenizer '{hub_id}' ") and "local folder" in line and "online" in line
+
+
+def _sdk_and_hub_failures() -> list[tuple[BaseException, str]]:
+    """The real exception classes, as huggingface_hub / transformers and the together SDK raise them."""
+    import httpx
+    import together
+    from huggingface_hub.errors import GatedRepoError
+
+    request = httpx.Request("POST", "https://api.together.test/v1/files")
+    gated = OSError("You are trying to access a gated repo.\nMake sure to have access to it.")
+    gated.__cause__ = GatedRepoError("403 Client Error", response=httpx.Response(403, request=request))
+    auth = together.AuthenticationError("Invalid API key", response=httpx.Response(401, request=request), body=None)
+    network = together.APIConnectionError(request=request)
+    network.__cause__ = httpx.ConnectError("[Errno -3] Temporary failure in name resolution")
+    return [(gated, "gated"), (auth, "TOGETHER_API_KEY"), (network, "could not reach the Together API")]
+
+
+def test_hub_and_sdk_failures_are_one_line_at_the_boundary(monkeypatch, capsys) -> None:
+    """What no inner call named (a hub download inside training, a together SDK call) is still one line at the
+    CLI boundary, exit code 2; anything else keeps its traceback."""
+    from legibility import cli as cli_module
+
+    for exc, says in _sdk_and_hub_failures():
+
+        def fail(exc: BaseException = exc) -> None:
+            raise exc
+
+        monkeypatch.setattr(cli_module, "app", fail)
+        monkeypatch.setattr(sys, "argv", ["legibility", "train", "x.yaml"])
+        with pytest.raises(SystemExit) as info:
+            cli_module.main()
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and err.count("\n") == 0 and says in err, err
+
+    def bug() -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli_module, "app", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli_module.main()

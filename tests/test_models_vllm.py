@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import sys
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -256,16 +257,20 @@ def hf() -> HFChatModel:
 
 @pytest.fixture
 def fake_vllm(monkeypatch, hf):
-    """A stand-in `vllm` (LLM, SamplingParams, lora.request.LoRARequest) in sys.modules; `.engines` lists the
-    FakeLLMs built."""
+    """A stand-in `vllm` (LLM, SamplingParams, lora.request.LoRARequest, distributed.parallel_state's clean-up) in
+    sys.modules; `.engines` lists the FakeLLMs built, `.events` each engine built ("build") and each clean-up call
+    (the engine's "shutdown", "destroy_model_parallel", "destroy_distributed_environment") in order."""
     mod = ModuleType("vllm")
     mod.__version__ = "0.0-fake"
     mod.engines = []
+    mod.events = []
 
     def make_llm(model, **kwargs):
         _refuse_unknown("LLM", LLM_NAMES, kwargs)
         engine = FakeLLM({"model": model, **kwargs}, scorer=hf._base)
+        engine.llm_engine.shutdown = lambda: mod.events.append("shutdown")
         mod.engines.append(engine)
+        mod.events.append("build")
         return engine
 
     mod.LLM = make_llm
@@ -274,9 +279,16 @@ def fake_vllm(monkeypatch, hf):
     request.LoRARequest = FakeLoRARequest
     lora.request = request
     mod.lora = lora
+    distributed, parallel_state = ModuleType("vllm.distributed"), ModuleType("vllm.distributed.parallel_state")
+    for name in ("destroy_model_parallel", "destroy_distributed_environment"):
+        setattr(parallel_state, name, lambda name=name: mod.events.append(name))
+    distributed.parallel_state = parallel_state
+    mod.distributed = distributed
     monkeypatch.setitem(sys.modules, "vllm", mod)
     monkeypatch.setitem(sys.modules, "vllm.lora", lora)
     monkeypatch.setitem(sys.modules, "vllm.lora.request", request)
+    monkeypatch.setitem(sys.modules, "vllm.distributed", distributed)
+    monkeypatch.setitem(sys.modules, "vllm.distributed.parallel_state", parallel_state)
     return mod
 
 
@@ -328,6 +340,40 @@ def test_model_pool_builds_the_vllm_backend(fake_vllm, tmp_path):
     assert isinstance(m.inner, VLLMChatModel) and len(fake_vllm.engines) == 1
     pool.close()
     assert m.inner.llm is None
+
+
+RELEASE = ["shutdown", "destroy_model_parallel", "destroy_distributed_environment"]
+
+
+def test_close_releases_the_engine_explicitly(fake_vllm, monkeypatch):
+    """close() does not leave the GPU to garbage collection: the engine is shut down and dropped (no reference
+    left), vLLM's parallel state torn down, and the CUDA cache emptied; a second close does nothing."""
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(list(fake_vllm.events)))
+    m = VLLMChatModel("embedded")
+    engine = weakref.ref(fake_vllm.engines.pop())
+    m.close()
+    assert fake_vllm.events == ["build", *RELEASE]
+    assert emptied == [["build", *RELEASE]]  # the cache is emptied after the clean-up, not before
+    assert m.llm is None and engine() is None
+    m.close()
+    assert fake_vllm.events == ["build", *RELEASE] and len(emptied) == 1
+
+
+def test_pool_closes_a_vllm_engine_before_loading_the_next_model(fake_vllm, tmp_path):
+    """One engine at a time: the pool closes a vLLM model before it loads the next vLLM model or a local hf
+    model (which needs the GPU memory the engine reserves), and the closed model's requests still count."""
+    pool = ModelPool(tmp_path / "cache")
+    first = pool.get(ModelSpec(name="gen", backend="vllm", model="embedded"))
+    first.generate([user("What is 2+2?")], Sampling(max_new_tokens=4))
+    assert pool.counts()["requests"] == 1
+    second = pool.get(ModelSpec(name="reader", backend="vllm", model="embedded", max_model_len=1024))
+    assert fake_vllm.events == ["build", *RELEASE, "build"] and first.inner.llm is None
+    pool.get(ModelSpec(name="judge", backend="hf", model="embedded"))
+    assert fake_vllm.events == ["build", *RELEASE, "build", *RELEASE] and second.inner.llm is None
+    assert pool.counts()["requests"] == 1  # the first model's request, though it is closed
+    pool.close()
 
 
 def _adapter_folder(path, rank: int):
@@ -530,3 +576,20 @@ def test_gpu_adapter_matches_hf_adapter(tmp_path, engine):
         assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs, strict=True)) > 1e-2
         diffs = [abs(x - y) for x, y in zip(a.token_logprobs, r.token_logprobs, strict=True)]
         assert sum(diffs) / len(diffs) < 0.1
+
+
+def test_docs_say_vllm_scores_log_probs():
+    """The docs once said hf was the only backend that scores log-probs, while the reference config judges with
+    vLLM `label_probs`: the backend's claim and the docs agree, and a refused judge is pointed at both backends."""
+    from legibility.evaluate.judges import judge_unavailable
+
+    assert VLLMChatModel.supports_scoring
+    root = Path(__file__).resolve().parents[1]
+    docs = [ModelSpec.__doc__ or "", (root / "README.md").read_text(), (root / "docs" / "config.md").read_text()]
+    for text in docs:
+        flat = " ".join(text.split())
+        assert "only backend that scores" not in flat and "hf only" not in flat.lower()
+    assert "`vllm`" in docs[0] and "both score log-probs" in " ".join(docs[0].split())
+    api = SimpleNamespace(supports_scoring=False, name="gpt")
+    with pytest.raises(LegibilityError, match="an hf or vllm judge"):
+        judge_unavailable(api, "j", "label_probs")

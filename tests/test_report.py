@@ -327,3 +327,21 @@ def test_table_numbers_appear_on_both_pages(runs: dict[str, Path]) -> None:
         for r in validity:  # one table per model: the row of the transform holds the metric's AUROC and interval
             cell = ci(r["auroc"], r["low"], r["high"]) if pd.notna(r["low"]) else sig3(r["auroc"])
             assert any(row[0] == r["transform"] and cell in row[2:] for row in shown), (kind, r)
+
+
+def test_batch_is_labelled_as_the_global_batch(tmp_path: Path) -> None:
+    """train/summary.json's `effective_batch_size` already includes the number of processes (8 GPUs x 1 x 8 = 64):
+    the report once called it "per process"."""
+    run = make_run(tmp_path, with_eval=False)
+    path = run / "train" / "summary.json"
+    summ = json.loads(path.read_text()) | {"effective_batch_size": 64}
+    path.write_text(json.dumps(summ))
+    write_report(run)
+    md = (run / "report.md").read_text(encoding="utf-8")
+    assert "global batch 64 pairs per optimizer step (all processes together)" in md
+    assert "per process" not in md and "batch 8 " not in md
+    parts = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8, "world_size": 8}
+    path.write_text(json.dumps(summ | parts))
+    write_report(run)
+    md = (run / "report.md").read_text(encoding="utf-8")
+    assert "global batch 64 pairs per optimizer step (1 per device × 8 accumulation steps × 8 processes)" in md

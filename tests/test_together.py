@@ -8,6 +8,7 @@ import shutil
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -174,12 +175,12 @@ class FakeTogetherAPI:
         return httpx.Response(404, json={"error": f"no route {request.method} {path}"})
 
 
-def submit_offline(cfg, monkeypatch) -> tuple[FakeTogetherAPI, dict]:
-    """`tg.submit` through the real `together.Together` client, its HTTP client on a `FakeTogetherAPI` transport;
-    returns (the API with what it received, submit's result)."""
+def submit_offline(cfg, monkeypatch, api: Any = None) -> tuple[FakeTogetherAPI, dict]:
+    """`tg.submit` through the real `together.Together` client, its HTTP client on a `FakeTogetherAPI` transport
+    (or `api`, any httpx handler); returns (the API with what it received, submit's result)."""
     import together
 
-    api = FakeTogetherAPI()
+    api = FakeTogetherAPI() if api is None else api
 
     class OfflineTogether(together.Together):
         def __init__(self, **kwargs):
@@ -241,10 +242,51 @@ def test_submit_sends_what_the_sdk_builds_from_our_request(cfg, monkeypatch):
 
 
 def test_the_sdk_refuses_a_request_outside_the_models_limits(cfg, monkeypatch):
-    """What the fake client never checked: the SDK validates against the model's limits before sending a job."""
+    """What the fake client never checked: the SDK validates against the model's limits before sending a job; its
+    ValueError is a one-line error naming the step (no traceback)."""
     big = cfg.model_copy(update={"train": cfg.train.model_copy(update={"per_device_train_batch_size": 64})})
-    with pytest.raises(ValueError, match="batch size"):
+    with pytest.raises(LegibilityError, match="batch size") as info:
         submit_offline(big, monkeypatch)
+    assert "job creation" in str(info.value) and "\n" not in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_refused_key_is_one_line(cfg, monkeypatch):
+    """A key Together refuses (HTTP 401 from the API, the SDK's AuthenticationError) names the variable to check,
+    and never shows the key."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": {"message": "Invalid API key provided", "type": "invalid_api_key"}})
+
+    with pytest.raises(LegibilityError) as info:
+        submit_offline(cfg, monkeypatch, refuse)
+    text = str(info.value)
+    assert "TOGETHER_API_KEY" in text and "401" in text and "upload" in text and "\n" not in text
+    assert FAKE_KEY not in text
+    import together
+
+    assert isinstance(info.value.__cause__, together.AuthenticationError)
+
+
+def test_no_network_is_one_line(cfg, monkeypatch):
+    """No route to Together (the SDK's APIConnectionError over httpx's ConnectError) says so in one line."""
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno -3] Temporary failure in name resolution", request=request)
+
+    with pytest.raises(LegibilityError) as info:
+        submit_offline(cfg, monkeypatch, unreachable)
+    text = str(info.value)
+    assert "could not reach the Together API" in text and "name resolution" in text and "\n" not in text
+    import together
+
+    assert isinstance(info.value.__cause__, together.APIConnectionError)
+
+
+def test_sdk_problem_leaves_other_errors_alone():
+    assert tg.sdk_problem(RuntimeError("a bug")) is None
+    assert tg.sdk_problem(ValueError("ours")) is None  # a ValueError is the SDK's only inside an SDK call
+    assert "refused the request" in (tg.sdk_problem(ValueError("batch size 64 > 32"), validation=True) or "")
 
 
 def test_explicit_loss_type_is_refused(cfg):

@@ -369,7 +369,8 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2; --debug shows the traceback."""
+    """Entry point: user errors, and hub / together SDK failures, become one line on stderr and exit code 2;
+    --debug shows the traceback."""
     debug = "--debug" in sys.argv[1:]
     try:
         app()
@@ -385,6 +386,25 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:
+        line = external_failure(e)
+        if debug or line is None:
+            raise
+        err.print(f"error: {line}", markup=False, highlight=False)
+        sys.exit(2)
+
+
+def external_failure(exc: BaseException) -> str | None:
+    """One line for a failure outside our code that the user can fix (a hub download, a together SDK call) that no
+    inner call already named; None for anything else (a bug keeps its traceback)."""
+    from legibility.hub import hub_problem
+    from legibility.together import sdk_problem
+
+    sdk = sdk_problem(exc)
+    if sdk is not None:
+        return sdk
+    problem = hub_problem(exc, bare_network=False)
+    return None if problem is None else f"a model or tokenizer {problem}"
 
 
 if __name__ == "__main__":

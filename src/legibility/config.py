@@ -409,9 +409,9 @@ them, so a value in the config is never silently replaced (or replaces one) in t
 class ModelSpec(_Section):
     """One model for evaluation (a generator, a reader or a judge), served by one backend.
 
-    `hf` loads `model` (+ `adapter`) in this process and is the only backend that scores log-probs (uplift,
-    surprisal, label-probability judging); `openai` talks to any OpenAI-compatible server (vLLM, Together,
-    `transformers serve`); `vllm` runs vLLM in-process (the `vllm` extra, GPU only). Paths may use {run_dir}.
+    `hf` loads `model` (+ `adapter`) in this process; `vllm` runs vLLM in-process (the `vllm` extra, GPU only);
+    both score log-probs (uplift, surprisal, label-probability judging). `openai` talks to any OpenAI-compatible
+    server (vLLM, Together, `transformers serve`) and scores none. Paths may use {run_dir}.
     A field a backend cannot honour is refused at load (an adapter or a chat template on openai), never ignored."""
 
     name: str

@@ -742,9 +742,11 @@ def build_and_write(
 
     tokenizer = None
     if cfg.tokenizer and cfg.tokenizer.lower() != "none":
+        from legibility.hub import hub_errors
         from legibility.models import load_tokenizer
 
-        tokenizer = load_tokenizer(cfg.tokenizer)
+        with hub_errors("pairs.tokenizer", cfg.tokenizer):
+            tokenizer = load_tokenizer(cfg.tokenizer)
     pairset = build_pairs(traces, cfg, progress=progress, tokenizer=tokenizer)
     extra = [(p.benchmark, p.id) for p in problems]
     if extra:

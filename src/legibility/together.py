@@ -3,15 +3,17 @@
 Hyperparameters come from the recipe fields of the `train:` section (one recipe, two backends; its `trl:` and
 `lora:` pass-through options are local only, and listed as warnings); `together:` only holds what is
 Together-specific. The API key is read from the environment (TOGETHER_API_KEY) at submit time and is never
-written, logged or returned; a dry run needs neither a key nor the network.
+written, logged or returned; a dry run needs neither a key nor the network. SDK failures (a refused key, no
+network, a request the SDK's own checks refuse) are one-line `LegibilityError`s naming the step (`sdk_problem`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +24,8 @@ from legibility.records import iter_jsonl
 
 if TYPE_CHECKING:
     from legibility.config import ExperimentConfig
+
+T = TypeVar("T")
 
 PLACEHOLDER_TRAIN_ID = "<file id of the uploaded train_file>"
 PLACEHOLDER_VAL_ID = "<file id of the uploaded validation_file>"
@@ -148,17 +152,19 @@ def submit(cfg: ExperimentConfig, dry_run: bool = False) -> dict[str, Any]:
         raise LegibilityError("TOGETHER_API_KEY is not set (export it; it is never stored in configs or runs)")
     from together import Together
 
-    client = Together(api_key=key)
     kwargs = dict(request)
-    kwargs["training_file"] = client.files.upload(train, purpose="fine-tune", check=True).id
-    if val is not None:
-        kwargs["validation_file"] = client.files.upload(val, purpose="fine-tune", check=True).id
     if cfg.together.wandb_project_name:
         wandb_key = os.environ.get("WANDB_API_KEY")
         if not wandb_key:
             raise LegibilityError("together.wandb_project_name is set but WANDB_API_KEY is not")
         kwargs["wandb_api_key"] = wandb_key
-    job = client.fine_tuning.create(**kwargs)
+    secrets = [key, kwargs.get("wandb_api_key")]
+    client = _sdk("the client set-up", secrets, lambda: Together(api_key=key))
+    for field, path in (("training_file", train), ("validation_file", val)):
+        if path is not None:
+            kwargs[field] = _sdk(f"the upload of {path}", secrets,
+                                 lambda p=path: client.files.upload(p, purpose="fine-tune", check=True).id)  # fmt: skip
+    job = _sdk("the job creation (fine_tuning.create)", secrets, lambda: client.fine_tuning.create(**kwargs))
     request["training_file"], request["validation_file"] = kwargs["training_file"], kwargs["validation_file"]
     job_data = job.model_dump(mode="json") if hasattr(job, "model_dump") else dict(job)
     result["job"] = _redact(job_data, [key, kwargs.get("wandb_api_key")])
@@ -166,6 +172,52 @@ def submit(cfg: ExperimentConfig, dry_run: bool = False) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     return result
+
+
+def sdk_problem(exc: BaseException, step: str = "a Together API call", validation: bool = False) -> str | None:
+    """One line for a together SDK failure during `step`: a refused key, no network or a timeout, an HTTP error,
+    and (`validation`, where every ValueError comes from the SDK's own checks) a request it refuses before sending;
+    None for anything else, which keeps its traceback."""
+    try:
+        import together
+    except ImportError:
+        return None
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    if isinstance(exc, together.AuthenticationError | together.PermissionDeniedError):
+        return (f"Together refused the API key during {step} (HTTP {exc.status_code}: {detail}): check "
+                "TOGETHER_API_KEY")  # fmt: skip
+    if isinstance(exc, together.APITimeoutError):
+        return f"the Together API did not answer in time during {step}: retry later"
+    if isinstance(exc, together.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+        return f"could not reach the Together API during {step}{why}: check the network (or proxy) and retry"
+    if isinstance(exc, together.RateLimitError):
+        return f"the Together API is rate-limiting this key during {step} (HTTP 429: {detail}): retry later"
+    if isinstance(exc, together.APIStatusError):
+        return f"the Together API answered HTTP {exc.status_code} during {step}: {detail}"
+    if isinstance(exc, together.TogetherError):
+        return f"the together SDK failed during {step}: {type(exc).__name__}: {detail}"
+    if validation and isinstance(exc, ValueError):
+        return (f"the together SDK refused the request during {step}: {detail} (check the train: and together: "
+                "fields)")  # fmt: skip
+    return None
+
+
+def _sdk(step: str, secrets: list[str | None], call: Callable[[], T]) -> T:
+    """`call()`, with a together SDK failure turned into a one-line LegibilityError (secrets redacted)."""
+    try:
+        return call()
+    except LegibilityError:
+        raise
+    except Exception as e:
+        problem = sdk_problem(e, step, validation=True)
+        if problem is None:
+            raise
+        for secret in secrets:
+            if secret:
+                problem = problem.replace(secret, "***")
+        raise LegibilityError(problem) from e
 
 
 def adopt(cfg: ExperimentConfig) -> str:

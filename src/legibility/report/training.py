@@ -32,8 +32,9 @@ def _curves(res: Any) -> Section:
     facts = []
     if "global_step" in summ:
         facts.append(f"{fmt(summ['global_step'])} optimizer steps")
-    if summ.get("effective_batch_size"):
-        facts.append(f"effective batch {fmt(summ['effective_batch_size'])} per process")
+    batch = batch_fact(summ)
+    if batch:
+        facts.append(batch)
     if summ.get("loss_type"):
         weights = summ.get("loss_weights") or []
         pairs = [f"{t}×{fmt(w)}" for t, w in zip(summ["loss_type"], weights, strict=False)] or summ["loss_type"]
@@ -55,6 +56,21 @@ def _curves(res: Any) -> Section:
             )
         )
     return s
+
+
+def batch_fact(summ: dict[str, Any]) -> str | None:
+    """The batch per optimizer step as train/summary.json records it: `effective_batch_size` there is already
+    multiplied by the number of processes (the global batch), so it is never "per process"; its parts are shown
+    where the summary records them."""
+    n = summ.get("global_batch_size") or summ.get("effective_batch_size")
+    if not n:
+        return None
+    parts = [(summ.get(k), label) for k, label in (("per_device_train_batch_size", "per device"),
+                                                   ("gradient_accumulation_steps", "accumulation steps"),
+                                                   ("world_size", "processes"))]  # fmt: skip
+    known = [f"{fmt(v)} {label}" for v, label in parts if v]
+    how = " × ".join(known) if len(known) == len(parts) else "all processes together"
+    return f"global batch {fmt(n)} pairs per optimizer step ({how})"
 
 
 def _eval_rows(log: pd.DataFrame) -> tuple[pd.Series | None, pd.Series | None]:
