@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from legibility.config import TrainConfig, load_config
 from legibility.run import STAGES, read_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +36,21 @@ def demo(run_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "legibility.demo", "configs/demo.yaml", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1200)  # fmt: skip
+
+
+def test_readme_states_the_demo_configs_training() -> None:
+    """The README's demo paragraph quotes configs/demo.yaml's steps, learning rate, batch and pair length."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    para = readme.split("### What `make demo` does", 1)[1].split("##", 1)[0]
+    cfg = load_config(ROOT / "configs" / "demo.yaml")
+    m = re.search(r"(\d+) DPO \+ LoRA steps at learning rate (\S+) with the reference loss \(batch (\d+);", para)
+    assert m, para[:600]
+    assert int(m[1]) == cfg.train.max_steps and float(m[2]) == cfg.train.learning_rate
+    assert int(m[3]) == cfg.train.per_device_train_batch_size * cfg.train.gradient_accumulation_steps
+    tokens = re.search(r"pairs of at most (\d+) tokens", para)
+    assert tokens and int(tokens[1]) == cfg.pairs.max_length == cfg.train.max_length
+    ref = re.search(r"The learning rate is not the reference's ([\d.e-]+):", para)
+    assert ref and float(ref[1]) == TrainConfig.model_fields["learning_rate"].default != cfg.train.learning_rate
 
 
 @pytest.mark.slow

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -29,10 +32,36 @@ def test_strengths_cover_exactly_the_nine_transforms():
     assert set(TRANSFORM_STRENGTH.values()) <= set(STRENGTHS)
 
 
+def test_strengths_are_the_reference_cards_word_for_word():
+    # the reference model card's labels, all nine, exactly (not a reading of them)
+    assert TRANSFORM_STRENGTH == {
+        "cross_substitution": "Strong",
+        "donor_splice_50": "Moderate-Strong",
+        "donor_splice_25": "Strong",
+        "sentence_shuffle": "Moderate",
+        "adjacent_swap": "Moderate",
+        "sentence_deletion_30": "Moderate",
+        "distractor_injection": "Moderate-Strong",
+        "number_substitution": "Weak-Moderate",
+        "sentence_reversal": "Moderate",
+    }
+    assert STRENGTHS == ("Strong", "Moderate-Strong", "Moderate", "Weak-Moderate")
+
+
+def test_readme_quotes_the_same_strengths():
+    text = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    quoted = {
+        t: grade
+        for grade, names in re.findall(r"(Strong|Moderate-Strong|Moderate|Weak-Moderate): ((?:`\w+`(?:, )?)+)", text)
+        for t in re.findall(r"`(\w+)`", names)
+    }
+    assert quoted == TRANSFORM_STRENGTH
+
+
 def test_perfect_reversed_and_blind_metrics():
     perfect = validate(records("m", [1.0] * 5, [0.0] * 5), n_boot=200)[0]
     assert (perfect.auroc, perfect.low, perfect.high, perfect.paired_win_rate) == (1.0, 1.0, 1.0, 1.0)
-    assert (perfect.n_traces, perfect.n_corrupted, perfect.strength) == (5, 5, "Moderate-Strong")
+    assert (perfect.n_traces, perfect.n_corrupted, perfect.strength) == (5, 5, "Moderate")
     # the same values for a metric where lower means more legible: backwards
     reversed_ = validate(records("m", [1.0] * 5, [0.0] * 5, higher=False), n_boot=200)[0]
     assert reversed_.auroc == 0.0 and reversed_.paired_win_rate == 0.0
@@ -69,11 +98,21 @@ def test_table_is_metric_by_transform_ordered_by_strength():
     checks = validate(rows, n_boot=100)
     table = validity_table(checks)
     assert list(table.index) == ["judge", "len"]
-    assert list(table.columns) == ["cross_substitution", "adjacent_swap"]  # Strong before Weak-Moderate
+    assert list(table.columns) == ["cross_substitution", "adjacent_swap"]  # Strong before Moderate
     assert table.loc["len", "cross_substitution"] == pytest.approx(0.5)
     assert np.isnan(table.loc["judge", "cross_substitution"])
     assert len(checks_frame(checks)) == 3
     assert validity_table(checks, "n_traces").loc["judge", "adjacent_swap"] == 2
+
+
+def test_table_orders_all_nine_by_the_cards_strength_then_name():
+    rows = [MetricValue("t0", INTACT, 1.0, "m"), *(MetricValue("t0", t, 0.0, "m") for t in sorted(TRANSFORMS))]
+    assert list(validity_table(validate(rows, n_boot=10)).columns) == [
+        "cross_substitution", "donor_splice_25",  # Strong
+        "distractor_injection", "donor_splice_50",  # Moderate-Strong
+        "adjacent_swap", "sentence_deletion_30", "sentence_reversal", "sentence_shuffle",  # Moderate
+        "number_substitution",  # Weak-Moderate
+    ]  # fmt: skip
 
 
 def test_inconsistent_direction_or_nan_is_an_error():

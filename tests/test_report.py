@@ -88,7 +88,8 @@ def test_html_content(runs: dict[str, Path]) -> None:
     rerun = text.split('<section id="rerun">', 1)[1]
     assert "git checkout 0123456789abcdef0123456789abcdef01234567" in rerun
     assert re.search(r"legibility run \S+config\.yaml --out \S+-rerun", rerun), rerun[:2000]
-    assert "Moderate-Strong" in text and "background-color:#" in text  # validity table beside strengths, coloured
+    # validity table beside the reference card's strengths, coloured
+    assert "<td>sentence_shuffle</td><td>Moderate</td>" in text and "background-color:#" in text
     assert "not run" not in text
 
 

@@ -21,22 +21,23 @@ from legibility.evaluate.stats import LEVEL, N_BOOT, auroc_ci
 
 INTACT = "intact"
 
-# OUR READING of the reference's qualitative transform strengths (safety-research/legibility describes its
-# corruptions in words; these grades are our interpretation, not values copied from it): how far each
-# corruption should push a legibility metric. Whole-CoT or half-CoT replacement is strongest; order
-# corruptions that keep every sentence are weaker the more local they are; number swaps keep the prose.
+# The reference card's strength of each corruption, word for word: the model card of the reference adapter (the
+# Qwen3-8B LoRA this package reproduces) grades how far each transform should push a legibility metric. Copied, not
+# reinterpreted, so a validity table can be read against the card (even where the card grades donor_splice_25 above
+# donor_splice_50). The one source of these labels: validity tables, the report and the README quote it.
 TRANSFORM_STRENGTH: dict[str, str] = {
     "cross_substitution": "Strong",
-    "donor_splice_50": "Strong",
-    "sentence_shuffle": "Moderate-Strong",
-    "sentence_reversal": "Moderate-Strong",
-    "donor_splice_25": "Moderate-Strong",
-    "distractor_injection": "Moderate",
+    "donor_splice_50": "Moderate-Strong",
+    "donor_splice_25": "Strong",
+    "sentence_shuffle": "Moderate",
+    "adjacent_swap": "Moderate",
     "sentence_deletion_30": "Moderate",
-    "adjacent_swap": "Weak-Moderate",
+    "distractor_injection": "Moderate-Strong",
     "number_substitution": "Weak-Moderate",
+    "sentence_reversal": "Moderate",
 }
 STRENGTHS = ("Strong", "Moderate-Strong", "Moderate", "Weak-Moderate")
+"""The card's grades, strongest first: the order of validity tables' transforms."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class MetricValue:
 class TransformCheck:
     metric: str
     transform: str
-    strength: str | None  # TRANSFORM_STRENGTH, None for a transform outside it
+    strength: str | None  # the reference card's (TRANSFORM_STRENGTH), None for a transform outside it
     auroc: float
     low: float
     high: float

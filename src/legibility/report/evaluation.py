@@ -440,9 +440,9 @@ def _validity(res: Any, gens: list[str]) -> Section:
     by = {(r["metric"], r["transform"]): r for _, r in v.iterrows()}
     s.add(
         Para(
-            "AUROC of intact above corrupted for every metric (rows: the corruptions, strongest first by our "
-            "reading of the reference's qualitative strengths). 1: separates as it should; 0.5: blind; below "
-            "0.5: backwards. Intervals resample whole traces (none from a single trace)."
+            "AUROC of intact above corrupted for every metric (rows: the corruptions, strongest first by the "
+            "strength the reference model card gives each, word for word). 1: separates as it should; 0.5: "
+            "blind; below 0.5: backwards. Intervals resample whole traces (none from a single trace)."
         )
     )
     # one table per model ("kind:model" metrics), at most 4 metric columns each: one table of every metric

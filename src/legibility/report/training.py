@@ -11,10 +11,27 @@ from typing import Any
 
 import pandas as pd
 
+from legibility.config import TrainConfig
 from legibility.report import figures
 from legibility.report.doc import Figure, NotRun, Para, Section, Table, fmt
 
 _PAIRS = re.compile(r"^eval_(.+)_pairs$")
+REFERENCE_LR: float = TrainConfig.model_fields["learning_rate"].default
+"""The reference recipe's learning rate (TrainConfig's default, as in configs/qwen3-8b-legibility-dpo.yaml)."""
+
+
+def learning_rate_note(config: dict[str, Any]) -> str | None:
+    """One line when the run's learning rate is not the reference's, saying why a short run raises it: a reader
+    comparing base and adapter must know the adapter was not trained with the reference recipe. None when it is
+    the reference's or the config does not say."""
+    lr = (config.get("train") or {}).get("learning_rate")
+    if lr is None or float(lr) == REFERENCE_LR:
+        return None
+    return (
+        f"Learning rate {float(lr):g}, not the reference's {REFERENCE_LR:g}: a short run (the demo's 4 steps) at "
+        f"{REFERENCE_LR:g} does not move the adapter measurably (rewards by about 1e-6), so base and adapter would "
+        "write the same CoTs."
+    )
 
 
 def section(res: Any) -> Section:
@@ -44,6 +61,8 @@ def _curves(res: Any) -> Section:
         facts.append(f"mean train loss {fmt(tm['train_loss'])}")
     if facts:
         s.add(Para("; ".join(facts) + "."))
+    if note := learning_rate_note(res.config):
+        s.add(Para(note))
     png = figures.training_curves(log)
     if png:
         s.add(
