@@ -59,6 +59,8 @@ class LatencyServer:
         self.served = 0
         self.in_flight = 0
         self.in_flight_peak = 0
+        self.busy_s = 0.0
+        """Sum of the latencies served: busy_s / wall is the average number of requests in flight."""
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._max = max_connections
@@ -96,10 +98,12 @@ class LatencyServer:
                     body = json.loads(await reader.readexactly(n)) if n else {}
                     self.in_flight += 1
                     self.in_flight_peak = max(self.in_flight_peak, self.in_flight)
+                    wait = self.delay()
                     try:
-                        await asyncio.sleep(self.delay())
+                        await asyncio.sleep(wait)
                     finally:
                         self.in_flight -= 1
+                        self.busy_s += wait
                     data = json.dumps(self._payload(body)).encode()
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
                                  + str(len(data)).encode() + b"\r\n\r\n" + data)  # fmt: skip
