@@ -58,7 +58,8 @@ def make_run(run_dir: Path, n_cots: int, seed: int = 0) -> None:
         answer = f"The answer is \\boxed{{{a + b}}}."
         gens.append(Generation(id=f"{name}/{p.id}/0", problem_id=p.id, benchmark="math", generator=name,
                                prompt=messages(p), reasoning=cot, answer_text=answer, correct=True,
-                               correct_strict=True, complete=True, raw=f"<think>\n{cot}\n</think>\n\n{answer}"))  # fmt: skip
+                               correct_strict=True, complete=True,
+                               raw=f"<think>\n{cot}\n</think>\n\n{answer}"))  # fmt: skip
     write_jsonl(run_dir / "problems.jsonl", problems)
     write_jsonl(run_dir / "eval" / "generations.jsonl", gens)
 
@@ -84,7 +85,8 @@ class Sampler:
              ("cache-writer", "cache writer"))  # fmt: skip
     ACTIVITIES = (("masking", "masking"), ("grading", "grading"), ("math_verify", "grading"), ("cache", "cache"),
                   ("httpx", "http client"), ("httpcore", "http client"), ("json", "json"), ("pydantic", "records"),
-                  ("records", "records"), ("summarize", "tables"), ("pandas", "tables"), ("numpy", "tables"))  # fmt: skip
+                  ("records", "records"), ("summarize", "tables"), ("pandas", "tables"),
+                  ("numpy", "tables"))  # fmt: skip
 
     def __init__(self, interval: float = 0.005) -> None:
         self.interval = interval

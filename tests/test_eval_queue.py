@@ -8,7 +8,6 @@ attempt cannot outlive its deadline against a server that stalls or trickles byt
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
