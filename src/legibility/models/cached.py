@@ -3,7 +3,8 @@
 The key is the full request: the model's identity (`meta`: backend, model, revision, adapter hash, chat template
 hash), the operation, the chat, the sampling settings or the scored target. Failures are never cached, so a rerun
 retries exactly what failed. Batches stay batched: the misses of one call go to the backend as one call.
-`calls` and `requests` count what reached the backend (the tests read them).
+`calls` and `requests` count what reached the backend (the tests read them); a queued backend gets each request
+as its own call.
 
 Queued backends (openai: `submit`) are reached one request at a time through `submit`, so the evaluation keeps the
 endpoint's pool full across stages; an identical request already in flight shares its future. Entries are written
