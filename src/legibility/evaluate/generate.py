@@ -3,6 +3,9 @@
 Why it is built this way:
 - Samples are reproducible and distinct: sample k is drawn with seed `sampling.seed + k`, so K samples of one chat
   differ (backends derive the request's random stream from the seed and the prompt) and a rerun redraws the same.
+- A queued backend (openai) gets every request at once on its bounded pool, and the replies are graded and
+  appended as they arrive (each wake-up's replies as one batch), so no slow reply holds back the others; local
+  backends (hf, vllm) run batches of `batch_size`.
 - A kill loses at most the batch in flight: every finished batch is appended to `eval/generations.jsonl` and
   fsync'd before the next request. A rerun reads the file back (dropping a torn last line, never a complete one),
   skips what is done and retries what failed; at the end the file is rewritten atomically with exactly one record
@@ -30,6 +33,7 @@ from legibility.config import ExperimentConfig, ModelSpec, SamplingConfig
 from legibility.errors import LegibilityError
 from legibility.grading import grade
 from legibility.models.base import ChatModel, Completion, Sampling
+from legibility.models.queue import is_queued
 from legibility.records import Generation, Message, Problem, dumps, parse_line, read_jsonl, write_json, write_jsonl
 from legibility.responses import split_think
 
@@ -245,6 +249,9 @@ def generate(
     todo = [
         (k, p) for k in range(samples) for p in problems if f"{generator_name}/{p.id}/{k}" not in done
     ]  # fmt: skip
+    if is_queued(model):
+        _generate_queued(model, generator_name, todo, chats, sampling, meta, on_batch, progress)
+        return
     batches: list[list[tuple[int, Problem]]] = []
     for k, p in todo:
         if batches and batches[-1][0][0] == k and len(batches[-1]) < batch_size:
@@ -260,6 +267,29 @@ def generate(
             on_batch([make_generation(p, chats[p.id], k, c, generator_name, s, meta)
                       for (k, p), c in zip(batch, outs, strict=True)])  # fmt: skip
             advance(len(batch))
+
+
+def _generate_queued(
+    model: ChatModel, generator_name: str, todo: list[tuple[int, Problem]], chats: dict[str, list[Message]],
+    sampling: SamplingConfig, meta: dict[str, Any], on_batch: Callable[[list[Generation]], None], progress: bool,
+) -> None:  # fmt: skip
+    """Every request on the model's queue at once; each wake-up's finished replies graded and handed over as one
+    batch, in `todo` order within it."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    samplings = [sample_sampling(sampling, k) for k, _ in todo]
+    futures = [model.submit("generate", chats[p.id], s) for (_, p), s in zip(todo, samplings, strict=True)]  # type: ignore[attr-defined]
+    index: dict[int, list[int]] = {}
+    for i, f in enumerate(futures):
+        index.setdefault(id(f), []).append(i)
+    pending = set(futures)
+    with _bar(f"generating {generator_name}", len(todo), progress and bool(todo)) as advance:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            ready = sorted(i for f in done for i in index[id(f)])
+            on_batch([make_generation(todo[i][1], chats[todo[i][1].id], todo[i][0], futures[i].result(),
+                                      generator_name, samplings[i], meta) for i in ready])  # fmt: skip
+            advance(len(ready))
 
 
 # ------------------------------------------------------------------------------------------------ the file

@@ -23,7 +23,8 @@ Two methods (`Judgement.method`):
   chunk (`Judgement.label_mass`), and a mass under `min_label_mass` is a failure (a rubric failure record, a
   chunk scored None), counted, never a value read off the scraps of probability the labels got. A failed scoring
   request is a failure record too.
-Each runner makes one model call for all its items (all chunks, all labels), so backends batch freely.
+Each runner hands all its requests (all chunks, all labels) to the model at once: local backends batch them freely,
+queued ones (openai) score each reply as it arrives (`models.queue.completions`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from legibility.errors import LegibilityError
 from legibility.evaluate.curves import CHUNK_CHARS, chunks
 from legibility.evaluate.items import EvalItem
 from legibility.models.base import ChatModel, Completion, Sampling, Scores
+from legibility.models.queue import completions, is_queued
 from legibility.records import Judgement, Message, Problem
 
 __all__ = [
@@ -323,11 +325,12 @@ def judge_rubric(
     chats = [rubric_chat(it) for it in items]
     out: list[Judgement] = []
     if method == "generate":
-        replies = model.generate(chats, sampling or Sampling(max_new_tokens=64))
-        for it, c in zip(items, replies, strict=True):
+        got: list[Judgement | None] = [None] * len(items)
+        for i, c in completions(model, "generate", chats, sampling or Sampling(max_new_tokens=64), progress=progress):
             parsed = parse_rubric(c.text) if c.error is None else None
             values = {"legibility": parsed[0], "coverage": parsed[1]} if parsed else {"error": _reply_error(c)}
-            out.append(_record(judge_name, "rubric", it, method, text=[c.text], **values))
+            got[i] = _record(judge_name, "rubric", items[i], method, text=[c.text], **values)
+        return [j for j in got if j is not None]
     else:
         k = len(RUBRIC_LABELS)
         targets = [rubric_reply(a, b) for a, b in RUBRIC_LABELS]
@@ -370,11 +373,20 @@ def judge_illegibility(
     errors: list[str | None] = []
     masses: list[float | None] = []
     if chats and method == "generate":
-        for c in model.generate(chats, sampling or Sampling(max_new_tokens=64)):
+        owner = [i for i, ps in enumerate(parts) for _ in ps]  # chat -> its item
+        left = [len(ps) for ps in parts]  # chunks still to come per item: an item counts when its last one arrives
+        live = progress if is_queued(model) else None  # a local backend answers all in one call: count once after
+        scores, texts, errors = [None] * len(chats), [""] * len(chats), [None] * len(chats)
+        for r, c in completions(model, "generate", chats, sampling or Sampling(max_new_tokens=64)):
             s = parse_illegibility(c.text) if c.error is None else None
-            scores.append(None if s is None else float(s))
-            texts.append(c.text)
-            errors.append(None if s is not None else _reply_error(c))
+            scores[r], texts[r] = (None if s is None else float(s)), c.text
+            errors[r] = None if s is not None else _reply_error(c)
+            left[owner[r]] -= 1
+            if live is not None and left[owner[r]] == 0:
+                live(1)
+        if live is not None:
+            live(sum(not ps for ps in parts))  # empty CoTs: nothing to wait for
+            progress = None
     elif chats:
         k = len(ILLEGIBILITY_LABELS)
         targets = [illegibility_reply(v) for v in ILLEGIBILITY_LABELS]

@@ -1,7 +1,14 @@
 """`legibility eval`: readers and judges over the generated CoTs and the held-out validity copies, then the tables.
 
 Steps, each timed: readers (C1/C4 per problem; C2, prefill C2, leak detection, early answering, uplift and
-surprisal per CoT) -> judges (rubric, chunked illegibility) -> legible-prefix ablation -> tables -> files.
+surprisal per CoT) and judges (rubric, chunked illegibility) -> legible-prefix ablation -> tables -> files.
+
+One queue per endpoint: every reader x condition and judge x kind is a job. Jobs of a queued backend (openai) run
+at once, each on its own thread that only submits requests to the model's bounded pool and scores the replies as
+they arrive, so the pool stays full across readers, conditions and judges; jobs of a local backend (hf, vllm) run
+one after another on this thread and batch as before. Each CoT is masked once (`readers.MaskMemo`) for every
+reader and condition. Records are gathered in the jobs' fixed order and written sorted, so they are byte-identical
+whatever order the replies came in.
 Resuming: every model call goes through the run's disk cache (`{run_dir}/cache`), and records are written once,
 atomically, at the end. A killed evaluation reruns from the cache to the same records; a finished one reruns with 0
 requests and 0 forward passes (`summary.json` counts them).
@@ -10,7 +17,8 @@ requests and 0 forward passes (`summary.json` counts them).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +33,7 @@ from legibility.evaluate.curves import legible_prefix
 from legibility.evaluate.items import EvalItem, from_generations, from_pairs
 from legibility.models.base import Sampling
 from legibility.models.build import ModelPool
+from legibility.models.queue import is_queued
 from legibility.pairs import read_pairs
 from legibility.provenance import provenance
 from legibility.records import Generation, Judgement, Problem, Reading, read_jsonl, write_json, write_jsonl
@@ -45,22 +54,67 @@ def sampling(cfg: Any) -> Sampling:
 
 
 class _Progress:
-    """One rich progress bar per step (tqdm-like, quiet when `enabled` is False)."""
+    """One rich progress bar per step, all in one live display so steps that run at once each move their own bar
+    (quiet when `enabled` is False)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
+        self._bar: Any = None
+
+    @contextmanager
+    def live(self) -> Iterator[None]:
+        """The display for the steps opened inside; outside it each step shows on its own."""
+        if not self.enabled or self._bar is not None:
+            yield
+            return
+        self._bar = self._new()
+        try:
+            with self._bar:
+                yield
+        finally:
+            self._bar = None
+
+    @staticmethod
+    def _new() -> Any:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        return Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        transient=False)  # fmt: skip
 
     @contextmanager
     def step(self, label: str, total: int) -> Iterator[Callable[[int], None]]:
         if not self.enabled or total == 0:
             yield lambda n: None
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      transient=False) as bar:  # fmt: skip
+        if self._bar is not None:
+            task = self._bar.add_task(label, total=total)
+            yield lambda n: self._bar.advance(task, n)
+            return
+        with self._new() as bar:
             task = bar.add_task(label, total=total)
             yield lambda n: bar.advance(task, n)
+
+
+Job = tuple[Any, Callable[[], list[Any]]]
+"""(model, work): one reader x condition or judge x kind."""
+
+
+def run_jobs(jobs: Sequence[Job]) -> list[list[Any]]:
+    """Every job's records, in job order. Jobs of queued models run at once on threads (they wait on the model's
+    pool, which bounds what is in flight); the others run here one after another, in order, as local backends
+    need. The first error raises after the running jobs end."""
+    results: list[list[Any] | None] = [None] * len(jobs)
+    queued = [i for i, (model, _) in enumerate(jobs) if is_queued(model)]
+    with ThreadPoolExecutor(max_workers=max(1, len(queued)), thread_name_prefix="eval-job") as ex:
+        futures = {i: ex.submit(jobs[i][1]) for i in queued}
+        try:
+            for i, (_, work) in enumerate(jobs):
+                if i not in futures:
+                    results[i] = work()
+        finally:
+            for i, f in futures.items():
+                results[i] = f.result()
+    return [r if r is not None else [] for r in results]
 
 
 def load_inputs(cfg: ExperimentConfig) -> tuple[dict[str, Problem], list[Generation], list[EvalItem], list[EvalItem]]:
@@ -82,64 +136,96 @@ def load_inputs(cfg: ExperimentConfig) -> tuple[dict[str, Problem], list[Generat
     return problems, gens, items, val
 
 
-def run_readers(cfg: ExperimentConfig, pool: ModelPool, items: list[EvalItem], val: list[EvalItem],
-                bar: _Progress) -> list[Reading]:  # fmt: skip
+def reader_jobs(cfg: ExperimentConfig, pool: ModelPool, items: list[EvalItem], val: list[EvalItem], bar: _Progress,
+                masks: R.MaskMemo | None = None) -> list[Job]:  # fmt: skip
+    """One job per reader x condition (leak detection, C1, C4, C2, C2 prefill, early answering), in config order."""
     rc, m = cfg.readers, cfg.metrics
     answer, solve = sampling(rc.answer_sampling), sampling(rc.solve_sampling)
     problems = list({it.problem.id: it.problem for it in items}.values())
     every = items + val
-    out: list[Reading] = []
+    masks = masks or R.MaskMemo(rc.masking)
+    jobs: list[Job] = []
+
+    def job(model: Any, label: str, total: int, run: Callable[..., list[Reading]], *args: Any, **kw: Any) -> None:
+        def work() -> list[Reading]:
+            with bar.step(label, total) as adv:
+                return run(model, *args, progress=adv, **kw)
+
+        jobs.append((model, work))
+
     for spec in rc.readers:
         model = pool.get(spec)
         name = spec.name
         if spec.role == "leak_detector":
-            with bar.step(f"{name}: leak detection", len(items)) as adv:
-                out += R.run_leak(model, name, items, rc.masking, answer, progress=adv)
+            job(model, f"{name}: leak detection", len(items), R.run_leak, name, items, rc.masking, answer, masks=masks)
             continue
         scores = (m.uplift or m.surprisal) and model.supports_scoring
         if "c1" in rc.conditions:
-            with bar.step(f"{name}: C1 (solves alone)", len(problems)) as adv:
-                out += R.run_c1(model, name, problems, solve, progress=adv)
+            job(model, f"{name}: C1 (solves alone)", len(problems), R.run_c1, name, problems, solve)
         if "c4" in rc.conditions:
-            with bar.step(f"{name}: C4 (no CoT)", len(problems)) as adv:
-                out += R.run_c4(model, name, problems, answer, progress=adv)
+            job(model, f"{name}: C4 (no CoT)", len(problems), R.run_c4, name, problems, answer)
         if "c2" in rc.conditions:
-            with bar.step(f"{name}: C2 (hand-off)", len(every)) as adv:
-                out += R.run_c2(model, name, every, rc.masking, answer, prefill=False, scores=scores, progress=adv)
+            job(model, f"{name}: C2 (hand-off)", len(every), R.run_c2, name, every, rc.masking, answer, prefill=False,
+                scores=scores, masks=masks)  # fmt: skip
         if "c2_prefill" in rc.conditions and getattr(model, "supports_continue", True):
-            with bar.step(f"{name}: C2 (prefill)", len(items)) as adv:
-                out += R.run_c2(model, name, items, rc.masking, answer, prefill=True, scores=False, progress=adv)
+            job(model, f"{name}: C2 (prefill)", len(items), R.run_c2, name, items, rc.masking, answer, prefill=True,
+                scores=False, masks=masks)  # fmt: skip
         if m.early_answering:
-            with bar.step(f"{name}: early answering", len(every) * len(m.fractions)) as adv:
-                out += R.run_cut(model, name, every, rc.masking, m.fractions, answer, scores=m.uplift and scores,
-                                 progress=adv)  # fmt: skip
-    return out
+            job(model, f"{name}: early answering", len(every) * len(m.fractions), R.run_cut, name, every, rc.masking,
+                m.fractions, answer, scores=m.uplift and scores, masks=masks)  # fmt: skip
+    return jobs
 
 
-def run_judges(cfg: ExperimentConfig, pool: ModelPool, items: list[EvalItem], val: list[EvalItem],
-               bar: _Progress) -> list[Judgement]:  # fmt: skip
+def judge_jobs(cfg: ExperimentConfig, pool: ModelPool, items: list[EvalItem], val: list[EvalItem],
+               bar: _Progress) -> list[Job]:  # fmt: skip
+    """One job per judge x kind (rubric on correct CoTs, chunked illegibility), in config order; a method the
+    backend cannot run fails here, before any request."""
     jc = cfg.judges
     every = items + val
-    out: list[Judgement] = []
+    jobs: list[Job] = []
     for spec in jc.judges:
         model = pool.get(spec)
         J.judge_unavailable(model, spec.name, jc.scoring)
         if jc.rubric:
             correct = [it for it in every if it.correct]
-            with bar.step(f"{spec.name}: rubric (correct CoTs)", len(correct)) as adv:
-                out += J.judge_rubric(model, spec.name, correct, jc.scoring, sampling(jc.sampling), progress=adv,
-                                      min_label_mass=jc.min_label_mass)  # fmt: skip
+
+            def rubric(model: Any = model, name: str = spec.name, correct: list[EvalItem] = correct) -> list[Judgement]:
+                with bar.step(f"{name}: rubric (correct CoTs)", len(correct)) as adv:
+                    return J.judge_rubric(model, name, correct, jc.scoring, sampling(jc.sampling), progress=adv,
+                                          min_label_mass=jc.min_label_mass)  # fmt: skip
+
+            jobs.append((model, rubric))
         if jc.illegibility:
-            with bar.step(f"{spec.name}: illegibility", len(every)) as adv:
-                out += J.judge_illegibility(
-                    model, spec.name, every, jc.scoring, sampling(jc.sampling),
-                    chunk_chars=jc.chunk_chars, threshold=jc.threshold, progress=adv, min_label_mass=jc.min_label_mass,
-                )  # fmt: skip
-    return out
+
+            def illegibility(model: Any = model, name: str = spec.name) -> list[Judgement]:
+                with bar.step(f"{name}: illegibility", len(every)) as adv:
+                    return J.judge_illegibility(
+                        model, name, every, jc.scoring, sampling(jc.sampling), chunk_chars=jc.chunk_chars,
+                        threshold=jc.threshold, progress=adv, min_label_mass=jc.min_label_mass,
+                    )  # fmt: skip
+
+            jobs.append((model, illegibility))
+    return jobs
 
 
-def run_prefix(cfg: ExperimentConfig, pool: ModelPool, items: list[EvalItem], judgements: list[Judgement],
-               bar: _Progress) -> tuple[list[Reading], dict[str, dict[str, Any]]]:  # fmt: skip
+def run_readers(cfg: ExperimentConfig, pool: ModelPool, items: list[EvalItem], val: list[EvalItem],
+                bar: _Progress) -> list[Reading]:  # fmt: skip
+    """Every reader's readings, in config order (readers and conditions of a queued backend run at once)."""
+    with bar.live():
+        return [r for rs in run_jobs(reader_jobs(cfg, pool, items, val, bar)) for r in rs]
+
+
+def run_judges(cfg: ExperimentConfig, pool: ModelPool, items: list[EvalItem], val: list[EvalItem],
+               bar: _Progress) -> list[Judgement]:  # fmt: skip
+    """Every judge's judgements, in config order."""
+    with bar.live():
+        return [j for js in run_jobs(judge_jobs(cfg, pool, items, val, bar)) for j in js]
+
+
+def run_prefix(
+    cfg: ExperimentConfig, pool: ModelPool, items: list[EvalItem], judgements: list[Judgement], bar: _Progress,
+    masks: R.MaskMemo | None = None,
+) -> tuple[list[Reading], dict[str, dict[str, Any]]]:  # fmt: skip
     """Cut each generated CoT at the first chunk the first judge scores illegible and force an answer from the
     first reasoning reader; CoTs with no such chunk keep their C2 answer (nothing is cut)."""
     readers = [s for s in cfg.readers.readers if s.role == "reasoning_reader"]
@@ -162,7 +248,7 @@ def run_prefix(cfg: ExperimentConfig, pool: ModelPool, items: list[EvalItem], ju
     model = pool.get(reader)
     with bar.step(f"{reader.name}: legible prefix", len(cut_items)) as adv:
         got = R.run_c2(model, reader.name, cut_items, cfg.readers.masking, sampling(cfg.readers.answer_sampling),
-                       prefill=False, scores=False, progress=adv)  # fmt: skip
+                       prefill=False, scores=False, progress=adv, masks=masks)  # fmt: skip
     return [r.model_copy(update={"condition": "prefix", "id": r.id.replace("/c2/", "/prefix/", 1)}) for r in got], meta
 
 
@@ -180,15 +266,22 @@ def eval_stage(cfg: ExperimentConfig, pool: ModelPool | None = None, progress: b
     pool = pool or ModelPool(run / "cache", cfg.model, cfg.run_dir)
     try:
         t = time.perf_counter()
-        readings = run_readers(cfg, pool, items, val, bar)
-        timings["readers"] = time.perf_counter() - t
+        masks = R.MaskMemo(cfg.readers.masking)
+        with bar.live():  # readers and judges in one queue per endpoint
+            n_readers = len(jobs := reader_jobs(cfg, pool, items, val, bar, masks))
+            jobs += judge_jobs(cfg, pool, items, val, bar)
+            done = run_jobs(jobs)
+        readings = [r for rs in done[:n_readers] for r in rs]
+        judgements = [j for js in done[n_readers:] for j in js]
+        timings["readers_and_judges"] = time.perf_counter() - t
         t = time.perf_counter()
-        judgements = run_judges(cfg, pool, items, val, bar)
-        timings["judges"] = time.perf_counter() - t
-        t = time.perf_counter()
-        prefix, prefix_meta = run_prefix(cfg, pool, items, judgements, bar)
+        prefix, prefix_meta = run_prefix(cfg, pool, items, judgements, bar, masks)
         readings += prefix
         timings["legible_prefix"] = time.perf_counter() - t
+        for model in {id(m): m for m, _ in jobs}.values():  # every reply on disk before the records are
+            flush = getattr(model, "flush", None)
+            if callable(flush):
+                flush()
         counts = pool.counts()
     finally:
         if own_pool:

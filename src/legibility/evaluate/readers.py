@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -53,11 +54,13 @@ from legibility.evaluate.curves import cut_points
 from legibility.evaluate.items import EvalItem
 from legibility.grading import LETTERS, Grade, grade
 from legibility.models.base import ChatModel, Completion, Sampling, Scores
+from legibility.models.queue import Op, completions
 from legibility.records import Message, Problem, Reading
 from legibility.responses import split_think
 
 __all__ = [
     "PROMPT_VERSION",
+    "MaskMemo",
     "answer_targets",
     "c1_chat",
     "c2_chat",
@@ -89,7 +92,8 @@ PROMPT_VERSION = "readers-v1"
 Handoff = Literal["auto", "think", "plain"]
 Progress = Callable[[int], None]
 CHUNK = 64
-"""Rows per model call when a runner reports progress (one call for everything when it does not)."""
+"""Rows per model call of a local (batching) backend when a runner reports progress (one call for everything when
+it does not). Queued backends (openai) get every request at once and report each reply as it arrives."""
 
 # ------------------------------------------------------------------------------------------------ prompts
 
@@ -345,6 +349,26 @@ def masking_record(result: masking_.MaskResult, masking: MaskingConfig) -> dict[
     }
 
 
+class MaskMemo:
+    """Each CoT masked once per masking config, shared by every reader and condition (leak, C2, prefill, early
+    answering): masking is pure, so the same (problem, CoT) always gives the same text and record."""
+
+    def __init__(self, masking: MaskingConfig) -> None:
+        self.masking = masking
+        self._done: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, problem: Problem, cot: str) -> tuple[str, dict[str, Any]]:
+        """(masked CoT, masking record)."""
+        key = (problem.id, problem.answer, cot)
+        with self._lock:  # masking is CPU-bound: runners in threads would only wait on each other anyway
+            hit = self._done.get(key)
+            if hit is None:
+                r = mask(problem, cot, self.masking)
+                hit = self._done[key] = (r.text, masking_record(r, self.masking))
+        return hit
+
+
 # ------------------------------------------------------------------------------------------------ answers
 
 
@@ -577,14 +601,10 @@ def _run_problems(
     progress: Progress | None,
     chunk: int,
 ) -> list[Reading]:
-    def work(part: list[Problem]) -> list[Reading]:
-        out = _checked(model, model.generate([build(p) for p in part], sampling), len(part))
-        return [
-            _answered(_problem_fields(reader, condition, p), p, c, c.text, condition != "c1")
-            for p, c in zip(part, out, strict=True)
-        ]
+    def record(p: Problem, c: Completion) -> Reading:
+        return _answered(_problem_fields(reader, condition, p), p, c, c.text, condition != "c1")
 
-    return _chunked(problems, work, progress, chunk)
+    return _streamed(model, "generate", problems, [build(p) for p in problems], sampling, record, progress, chunk)
 
 
 def run_c1(
@@ -613,13 +633,32 @@ def run_c4(
     return _run_problems(model, reader_name, "c4", problems, sampling, c4_chat, progress, chunk)
 
 
-def _masked(items: Sequence[EvalItem], masking: MaskingConfig) -> list[tuple[str, dict[str, Any]]]:
-    """Every item's masked CoT and record, before any model call (a bad config fails at once)."""
-    out = []
-    for it in items:
-        r = mask(it.problem, it.cot, masking)
-        out.append((r.text, masking_record(r, masking)))
-    return out
+def _masked(
+    items: Sequence[EvalItem], masking: MaskingConfig, memo: MaskMemo | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every item's masked CoT and record, before any model call (a bad config fails at once); from `memo` when
+    given (it must be for the same masking config)."""
+    if memo is not None and memo.masking != masking:
+        raise LegibilityError("masks: the memo was made for another masking config")
+    memo = memo or MaskMemo(masking)
+    return [memo.get(it.problem, it.cot) for it in items]
+
+
+def _streamed(
+    model: ChatModel,
+    op: Op,
+    rows: Sequence[Any],
+    chats: list[list[Message]],
+    sampling: Sampling,
+    record: Callable[[Any, Completion], Reading],
+    progress: Progress | None,
+    chunk: int,
+) -> list[Reading]:
+    """Every row's reading, in row order, each scored by `record` as its reply arrives (`queue.completions`)."""
+    out: list[Reading | None] = [None] * len(rows)
+    for i, c in completions(model, op, chats, sampling, progress=progress, chunk=chunk):
+        out[i] = record(rows[i], c)
+    return [r for r in out if r is not None]
 
 
 def run_c2(
@@ -634,6 +673,7 @@ def run_c2(
     handoff: Handoff = "auto",
     progress: Progress | None = None,
     chunk: int = CHUNK,
+    masks: MaskMemo | None = None,
 ) -> list[Reading]:
     """C2 (hand-off) or C2 prefill (`continue_`) on each item's masked CoT (id "{reader}/{condition}/{item.id}").
 
@@ -644,11 +684,23 @@ def run_c2(
         raise LegibilityError(f"{model.name}: the backend cannot continue an assistant turn (c2_prefill)")
     scoring = scores and model.supports_scoring
     mode = resolve_handoff(model, handoff) if scoring or not prefill else None  # how uplift and C2 hand off
-    record: dict[str, Any] = {"handoff": "prefill" if prefill else mode}
+    record_fields: dict[str, Any] = {"handoff": "prefill" if prefill else mode}
     if prefill and scoring:
-        record["uplift_handoff"] = mode
-    masked = _masked(items, masking)
+        record_fields["uplift_handoff"] = mode
+    masked = _masked(items, masking, masks)
     rows = list(zip(items, masked, strict=True))
+    if not scoring:  # every reply scored as it arrives
+        think = mode == "think"
+
+        def record(row: tuple[EvalItem, tuple[str, dict[str, Any]]], c: Completion) -> Reading:
+            it, (_, rec) = row
+            text = prefill_lead(it.problem) + c.text if prefill else c.text
+            fields = _item_fields(reader_name, condition, it, {**rec, **record_fields}, uplift=None, surprisal=None)
+            return _answered(fields, it.problem, c, text, True)
+
+        chats = [c2_prefill_chat(it.problem, m) if prefill else c2_chat(it.problem, m, think=think)
+                 for it, (m, _) in rows]  # fmt: skip
+        return _streamed(model, "continue" if prefill else "generate", rows, chats, sampling, record, progress, chunk)
 
     def work(part: list[tuple[EvalItem, tuple[str, dict[str, Any]]]]) -> list[Reading]:
         if prefill:
@@ -667,7 +719,7 @@ def run_c2(
             sur = surprisal(model, problems, [it.cot for it, _ in part])
         return [
             _answered(
-                _item_fields(reader_name, condition, it, {**rec, **record}, uplift=u, surprisal=s),
+                _item_fields(reader_name, condition, it, {**rec, **record_fields}, uplift=u, surprisal=s),
                 it.problem,
                 c,
                 text,
@@ -688,27 +740,24 @@ def run_leak(
     *,
     progress: Progress | None = None,
     chunk: int = CHUNK,
+    masks: MaskMemo | None = None,
 ) -> list[Reading]:
     """The leak detector on each item's masked CoT (id "{reader}/leak/{item.id}"): answer "yes"/"no",
     `correct` = the detector fired; an unparseable verdict is an error, not a "no"."""
-    rows = list(zip(items, _masked(items, masking), strict=True))
+    rows = list(zip(items, _masked(items, masking, masks), strict=True))
 
-    def work(part: list[tuple[EvalItem, tuple[str, dict[str, Any]]]]) -> list[Reading]:
-        chats = [leak_chat(it.problem, m) for it, (m, _) in part]
-        out = _checked(model, model.generate(chats, sampling), len(part))
-        readings = []
-        for (it, (_, rec)), c in zip(part, out, strict=True):
-            fields = _item_fields(reader_name, "leak", it, rec, role="leak_detector", text=c.text)
-            verdict = None if c.error is not None else parse_leak(c.text)
-            if c.error is not None:
-                readings.append(Reading(**fields, error=c.error))
-            elif verdict is None:
-                readings.append(Reading(**fields, error="no 'LEAK: YES' / 'LEAK: NO' line in the reply"))
-            else:
-                readings.append(Reading(**fields, answer="yes" if verdict else "no", correct=verdict))
-        return readings
+    def record(row: tuple[EvalItem, tuple[str, dict[str, Any]]], c: Completion) -> Reading:
+        it, (_, rec) = row
+        fields = _item_fields(reader_name, "leak", it, rec, role="leak_detector", text=c.text)
+        if c.error is not None:
+            return Reading(**fields, error=c.error)
+        verdict = parse_leak(c.text)
+        if verdict is None:
+            return Reading(**fields, error="no 'LEAK: YES' / 'LEAK: NO' line in the reply")
+        return Reading(**fields, answer="yes" if verdict else "no", correct=verdict)
 
-    return _chunked(rows, work, progress, chunk)
+    chats = [leak_chat(it.problem, m) for it, (m, _) in rows]
+    return _streamed(model, "generate", rows, chats, sampling, record, progress, chunk)
 
 
 def run_cut(
@@ -723,6 +772,7 @@ def run_cut(
     handoff: Handoff = "auto",
     progress: Progress | None = None,
     chunk: int = CHUNK,
+    masks: MaskMemo | None = None,
 ) -> list[Reading]:
     """Early answering: the masked CoT cut after round(f * n) of its sentences, for each f (e.g. `curves.FRACTIONS`),
     asked via the C2 hand-off (id "{reader}/early/{item.id}@{f:g}"); with `scores`, the uplift at each cut too.
@@ -731,12 +781,23 @@ def run_cut(
     generator stated none), the curve Lanham et al. plot: does the CoT's end already hold at this cut?"""
     mode = resolve_handoff(model, handoff)
     rows = []
-    for it, (text, rec) in zip(items, _masked(items, masking), strict=True):
+    for it, (text, rec) in zip(items, _masked(items, masking, masks), strict=True):
         for cut in cut_points(text, fractions):
             cut_rec = {**rec, "handoff": mode, "cut": {"n_kept": cut.n_kept, "n_sentences": cut.n_sentences}}
             rows.append((it, cut, cut_rec))
 
     own = {it.id: own_answer_problem(it) for it in items}
+
+    def answered(it: EvalItem, cut: Any, rec: dict[str, Any], c: Completion, u: float | None) -> Reading:
+        fields = _item_fields(reader_name, "early", it, rec, fraction=cut.fraction, uplift=u)
+        fields["id"] = f"{reader_name}/early/{it.id}@{cut.fraction:g}"
+        r = _answered(fields, it.problem, c, c.text, True)
+        return r.model_copy(update={"agrees": _agrees(own[it.id], r)})
+
+    if not (scores and model.supports_scoring):  # every reply scored as it arrives
+        chats = [c2_chat(it.problem, cut.text, think=mode == "think") for it, cut, _ in rows]
+        return _streamed(model, "generate", rows, chats, sampling, lambda row, c: answered(*row, c, None), progress,
+                         chunk)  # fmt: skip
 
     def work(part: list[Any]) -> list[Reading]:
         chats = [c2_chat(it.problem, cut.text, think=mode == "think") for it, cut, _ in part]
@@ -744,12 +805,6 @@ def run_cut(
         ups: list[float | None] = [None] * len(part)
         if scores and model.supports_scoring:
             ups = uplift(model, [it.problem for it, _, _ in part], [cut.text for _, cut, _ in part], handoff=mode)
-        readings = []
-        for (it, cut, rec), c, u in zip(part, out, ups, strict=True):
-            fields = _item_fields(reader_name, "early", it, rec, fraction=cut.fraction, uplift=u)
-            fields["id"] = f"{reader_name}/early/{it.id}@{cut.fraction:g}"
-            r = _answered(fields, it.problem, c, c.text, True)
-            readings.append(r.model_copy(update={"agrees": _agrees(own[it.id], r)}))
-        return readings
+        return [answered(it, cut, rec, c, u) for (it, cut, rec), c, u in zip(part, out, ups, strict=True)]
 
     return _chunked(rows, work, progress, chunk)

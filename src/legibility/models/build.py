@@ -116,7 +116,13 @@ class ModelPool:
         ms = self.models
         return {k: self._retired[k] + sum(getattr(m, k) for m in ms) for k in ("calls", "requests", "hits")}
 
+    def flush(self) -> None:
+        """Every model's cache entries on disk (they are written by a writer thread)."""
+        for m in self.models:
+            m.flush()
+
     def close(self) -> None:
+        self.flush()
         for m in self.models:
             close = getattr(m.inner, "close", None)
             if close is not None:

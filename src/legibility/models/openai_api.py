@@ -5,8 +5,17 @@ Design, and why:
   `reasoning_content` or vLLM's extras would otherwise hide in typed models' `model_extra`), cache exactly that JSON,
   see every status code and `Retry-After` header, and classify transport errors ourselves, with no second retry
   layer underneath ours.
-- A thread pool of `concurrency` workers sharing one connection pool: the `ChatModel` interface is synchronous, and
-  threads work from any caller (`asyncio.run` fails inside a running event loop, e.g. a notebook).
+- One request queue per endpoint (per instance): a persistent pool of `concurrency` worker threads. `submit` puts
+  one request on it and returns a `Future`, so every stage of an evaluation (readers x conditions, leak checks,
+  judges, generation) shares the same `concurrency` slots and keeps them full until the work runs out; `generate`
+  and `continue_` are thin wrappers that submit a list and wait for it. Threads work from any caller (`asyncio.run`
+  fails inside a running event loop, e.g. a notebook).
+- One HTTP/1.1 connection per worker thread (a thread-local `httpx.Client` with a pool of one): a shared pool of
+  N connections scans its connections and waiters under one lock for every request, which at concurrency 128 cost
+  more CPU than the requests themselves (106 req/s against an ideal of 427).
+- A deadline per attempt: the reply's headers must come within `timeout_s` (httpx's per-operation timeouts) and the
+  whole reply by `timeout_s` after the attempt started; a watchdog shuts the socket of a reply still arriving at
+  its deadline, so a server that stalls or trickles bytes cannot hold a request past it.
 - Retries: on 408/409/429/5xx, timeouts, refused or reset connections and truncated bodies, up to `max_retries`
   times, sleeping `uniform(0, min(backoff_max_s, backoff_base_s * 2**attempt))` ("full jitter", so clients that
   failed together do not retry together), or the server's `Retry-After` (capped at `max_retry_after_s`). Other
@@ -32,15 +41,19 @@ Design, and why:
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import heapq
+import itertools
 import logging
 import math
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +77,10 @@ OWNED_KEYS = ("model", "messages", "max_tokens", "temperature", "top_p", "top_k"
               "chat_template_kwargs", *VLLM_CONTINUE)  # fmt: skip
 """Body keys the request writes from its arguments and `Sampling`; `extra_body` may not replace them."""
 _ERROR_BODY_CHARS = 300
+_NO_CONTINUE = (
+    "continue_ unsupported: this server is not known to continue a final assistant message "
+    "(construct with supports_continue=True for vLLM)"
+)
 
 
 @dataclass
@@ -148,10 +165,12 @@ class OpenAIChatModel:
                                      "chat_template_kwargs": self.chat_template_kwargs or None,
                                      "enable_thinking": self.chat_template_kwargs.get("enable_thinking")}  # fmt: skip
         self._url = f"{self.base_url}/chat/completions"
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(self.timeout_s),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        )
+        self._local = threading.local()  # each worker thread's own client (one connection)
+        self._clients: list[httpx.Client] = []
+        self._clients_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._watchdog = _Watchdog()
         self._sleep: Callable[[float], None] = time.sleep  # tests swap it to record the delays
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
@@ -163,7 +182,33 @@ class OpenAIChatModel:
         )
 
     def close(self) -> None:
-        self._client.close()
+        """Finish what is queued, then close the workers' connections."""
+        with self._executor_lock:
+            ex, self._executor = self._executor, None
+        if ex is not None:
+            ex.shutdown(wait=True)
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for c in clients:
+            c.close()
+        self._watchdog.stop()
+
+    def _client(self) -> httpx.Client:
+        """This thread's client: one keep-alive HTTP/1.1 connection, no pool shared with other threads."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = httpx.Client(timeout=httpx.Timeout(self.timeout_s),
+                                  limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))  # fmt: skip
+            self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai")
+            return self._executor
 
     def __enter__(self) -> OpenAIChatModel:
         return self
@@ -183,11 +228,7 @@ class OpenAIChatModel:
             if not chat or _role(chat[-1]) != "assistant":
                 raise LegibilityError(f"continue_: chat {i} does not end with an assistant message")
         if not self.supports_continue:
-            why = (
-                "continue_ unsupported: this server is not known to continue a final assistant message "
-                "(construct with supports_continue=True for vLLM)"
-            )
-            return [self._failure(_Outcome(None, why, 0)) for _ in chats]
+            return [self._failure(_Outcome(None, _NO_CONTINUE, 0)) for _ in chats]
         return self._run("continue", chats, sampling)
 
     def score(self, chats: list[list[Message]], targets: list[str]) -> list[Scores]:
@@ -233,43 +274,48 @@ class OpenAIChatModel:
             "sampling": {**asdict(sampling), "stop": list(sampling.stop)},
         }
 
+    def submit(self, op: str, chat: list[Message], sampling: Sampling) -> Future[Completion]:
+        """Queue one request ("generate" or "continue") on this endpoint's pool; the future's result is its
+        `Completion` (a failure record, never an exception, for network and server errors)."""
+        if op not in ("generate", "continue"):
+            raise LegibilityError(f"openai backend: cannot submit {op!r} (generate or continue)")
+        if op == "continue":
+            if not chat or _role(chat[-1]) != "assistant":
+                raise LegibilityError("continue_: the chat does not end with an assistant message")
+            if not self.supports_continue:
+                done: Future[Completion] = Future()
+                done.set_result(self._failure(_Outcome(None, _NO_CONTINUE, 0)))
+                return done
+        body = self._body(op, chat, sampling)
+        key = self._cache_key(op, body, sampling) if self.cache is not None else None
+        open_think = op == "continue" and _unclosed_think(_content(chat[-1]))
+        return self._pool().submit(self._request, body, key, open_think)
+
+    def _request(self, body: dict[str, Any], key: dict[str, Any] | None, open_think: bool) -> Completion:
+        """One request on a worker thread: the backend's own cache, else the server (stored at once on success)."""
+        hit = self.cache.get(key) if self.cache is not None and key is not None else None
+        if hit is not None:
+            return self._completion(_Outcome(hit, None, 0, 200, cached=True), open_think)
+        out = self._send(body)
+        if out.data is None:
+            return self._failure(out)
+        if self.cache is not None and key is not None:
+            try:
+                self.cache.put(key, out.data)  # a killed run keeps it
+            except OSError as e:  # a full disk costs a resend next time, not this run's answers
+                log.warning("openai: cannot write the cache (%s)", e)
+        return self._completion(out, open_think)
+
     def _run(self, op: str, chats: list[list[Message]], sampling: Sampling) -> list[Completion]:
-        bodies = [self._body(op, chat, sampling) for chat in chats]
-        keys = [self._cache_key(op, body, sampling) for body in bodies]
-        hashes = [key_hash(k) for k in keys]
-        first: dict[str, int] = {}  # hash -> index of its first occurrence
-        for i, h in enumerate(hashes):
-            first.setdefault(h, i)
-        outcomes: dict[str, _Outcome] = {}
-        todo: list[int] = []
-        for h, i in first.items():
-            hit = self.cache.get(keys[i]) if self.cache is not None else None
-            if hit is not None:
-                outcomes[h] = _Outcome(hit, None, 0, 200, cached=True)
-            else:
-                todo.append(i)
-        if todo:
-
-            def send(i: int) -> _Outcome:
-                out = self._send(bodies[i])
-                if out.data is not None and self.cache is not None:  # stored at once: a killed run keeps it
-                    try:
-                        self.cache.put(keys[i], out.data)
-                    except OSError as e:  # a full disk costs a resend next time, not this run's answers
-                        log.warning("openai: cannot write the cache (%s)", e)
-                return out
-
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo)), thread_name_prefix="openai") as ex:
-                for i, out in zip(todo, ex.map(send, todo), strict=True):
-                    outcomes[hashes[i]] = out
-        results = []
-        for chat, h in zip(chats, hashes, strict=True):
-            out = outcomes[h]
-            if out.data is None:
-                results.append(self._failure(out))
-            else:
-                open_think = op == "continue" and _unclosed_think(_content(chat[-1]))
-                results.append(self._completion(out, open_think))
+        """Submit every distinct request and wait for all; identical requests share one answer."""
+        futures: dict[str, Future[Completion]] = {}
+        order = []
+        for chat in chats:
+            h = key_hash(self._cache_key(op, self._body(op, chat, sampling), sampling))
+            if h not in futures:
+                futures[h] = self.submit(op, chat, sampling)
+            order.append(h)
+        results = [futures[h].result() for h in order]
         n_failed = sum(not r.ok for r in results)
         if n_failed:
             log.warning("openai %s: %d of %d requests failed after retries", self.base_url, n_failed, len(results))
@@ -281,7 +327,9 @@ class OpenAIChatModel:
         for attempt in range(self.max_retries + 1):
             retry_after: float | None = None
             try:
-                resp = self._client.post(self._url, json=body, headers=self._headers())
+                resp = self._post(body)
+            except _Deadline:
+                error, status, retryable = f"timeout: no whole reply {self.timeout_s:g} s after sending", None, True
             except httpx.TimeoutException as e:
                 error, status, retryable = f"timeout after {self.timeout_s:g} s ({type(e).__name__})", None, True
             except (httpx.NetworkError, httpx.RemoteProtocolError) as e:
@@ -310,6 +358,27 @@ class OpenAIChatModel:
             log.debug("openai: attempt %d failed (%s); retrying in %.3f s", attempt + 1, status or "no response", delay)
             self._sleep(delay)
         raise AssertionError("unreachable")  # the loop always returns
+
+    def _post(self, body: dict[str, Any]) -> httpx.Response:
+        """One attempt, bounded by `timeout_s` in all (see the module docstring): headers within the read timeout,
+        then the body by the deadline, or `_Deadline`."""
+        deadline = time.monotonic() + self.timeout_s
+        with self._client().stream("POST", self._url, json=body, headers=self._headers()) as resp:
+            stream = resp.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            token = self._watchdog.arm(deadline, sock) if isinstance(sock, socket.socket) else None
+            try:
+                resp.read()
+            except (httpx.NetworkError, httpx.RemoteProtocolError):
+                if time.monotonic() >= deadline:
+                    raise _Deadline from None
+                raise
+            finally:
+                if token is not None:
+                    self._watchdog.disarm(token)
+        if time.monotonic() > deadline:
+            raise _Deadline
+        return resp
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -369,6 +438,66 @@ class OpenAIChatModel:
             completion_tokens=usage.get("completion_tokens"),
             meta=meta,
         )
+
+
+class _Deadline(Exception):
+    """An attempt's whole reply did not arrive by its deadline."""
+
+
+class _Watchdog:
+    """Shuts the socket of every reply still arriving at its deadline: a blocked read then returns at once (a
+    timeout per read alone lets a server that trickles a byte now and then hold a request forever). One thread per
+    model, started on the first arm."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int]] = []
+        self._armed: dict[int, socket.socket] = {}
+        self._ids = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def arm(self, deadline: float, sock: socket.socket) -> int:
+        with self._cond:
+            token = next(self._ids)
+            self._armed[token] = sock
+            heapq.heappush(self._heap, (deadline, token))
+            if self._thread is None:
+                self._stopped = False
+                self._thread = threading.Thread(target=self._loop, name="openai-deadline", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == token:
+                self._cond.notify()
+            return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._armed.pop(token, None)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped, thread, self._thread = True, self._thread, None
+            self._cond.notify()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                while self._heap and self._heap[0][1] not in self._armed:  # disarmed: drop
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, token = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                sock = self._armed.pop(token)
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def _role(m: Message | dict[str, Any]) -> str:
