@@ -131,9 +131,11 @@ class PairsConfig(BaseModel):
     """Tokenizer for length statistics and the long-pair policy: a local path, or "embedded"; None skips both."""
     max_length: int = 40960
     """Token limit of prompt+completion (the trainer's max_length)."""
-    long_pairs: Literal["truncate_cot", "drop"] = "truncate_cot"
+    long_pairs: Literal["truncate_cot", "drop", "keep"] = "truncate_cot"
     """A pair over max_length never loses its final answer: truncate_cot cuts the CoT (at a sentence boundary) of the
-    over-long side(s) so the whole fits; drop leaves the pair out. Both are counted in stats.json."""
+    over-long side(s) so the whole fits; drop leaves the pair out; keep leaves it as it is, for training with
+    train.long_pairs: truncate (the reference card's way: the trainer cuts the sequence's end). All are counted in
+    stats.json."""
     system_prompt: str | None = None
     strict: bool = False
     """Fail on the first trace whose transforms raise; by default it is counted (with its id) in stats.json."""
