@@ -32,8 +32,16 @@ def _curves(res: Any) -> Section:
     facts = []
     if "global_step" in summ:
         facts.append(f"{fmt(summ['global_step'])} optimizer steps")
-    if summ.get("effective_batch_size"):
-        facts.append(f"effective batch {fmt(summ['effective_batch_size'])} per process")
+    if batch := summ.get("batch"):
+        facts.append(
+            f"global batch {fmt(batch['global'])} ({fmt(batch['world_size'])} process(es) x "
+            f"{fmt(batch['per_device'])} per device x {fmt(batch['gradient_accumulation_steps'])} accumulation)"
+        )
+    elif summ.get("effective_batch_size"):  # summaries before the batch record: already over every process
+        facts.append(f"global batch {fmt(summ['effective_batch_size'])}")
+    for split, r in (summ.get("data") or {}).items():
+        if isinstance(r, dict) and r.get("note"):
+            facts.append(f"{r['note']} at {fmt(r['max_length'])} tokens ({split} file)")
     if summ.get("loss_type"):
         weights = summ.get("loss_weights") or []
         pairs = [f"{t}×{fmt(w)}" for t, w in zip(summ["loss_type"], weights, strict=False)] or summ["loss_type"]
