@@ -473,6 +473,7 @@ def run_training(
         if p is not None and not p.is_file():
             raise LegibilityError(f"{p}: no such file (build the pairs first: legibility pairs build)")
     t.check()  # a bad TRL or PEFT option fails here, before anything is loaded or written
+    batch = batch_plan(t, world_size())  # so does a global batch the processes cannot make
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = last_checkpoint(out)
     if checkpoint is not None and not resume:
@@ -527,7 +528,6 @@ def run_training(
         runtime.update(eval_strategy="no", eval_on_start=False)
     elif checkpoint is not None and resume:
         runtime["eval_on_start"] = False  # step 0 is on record from the first run
-    batch = batch_plan(t, world_size())  # a batch that does not divide fails here, before the model loads
     args = t.dpo_config(str(out), batch["world_size"], **runtime)
     if args.world_size != batch["world_size"]:
         raise LegibilityError(f"the launcher runs {args.world_size} processes but WORLD_SIZE is "
