@@ -38,8 +38,12 @@ def test_reference_config_is_the_reference_recipe():
     assert (t.max_grad_norm, t.weight_decay, t.seed, t.max_length, t.packing) == (1.0, 0.0, 42, 40960, False)
     assert (t.lora_r, t.lora_alpha, t.lora_dropout) == (16, 16, 0.0)
     assert t.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    # the defaults are the reference too, so a minimal config trains the reference recipe
-    assert ExperimentConfig(name="x").train == t.model_copy(update={"chat_template": None, "trl": {}})
+    assert (t.batch_size, t.per_device_train_batch_size) == (8, 1)  # the card's batch of 8, global
+    # the card truncated long pairs at the trainer: kept whole by the pairs stage, truncated and counted in training
+    assert (cfg.pairs.long_pairs, t.long_pairs) == ("keep", "truncate")
+    # the defaults are the reference recipe too (long pairs: ours, never losing a final answer)
+    default = t.model_copy(update={"chat_template": None, "trl": {}, "long_pairs": "drop"})
+    assert ExperimentConfig(name="x").train == default
 
 
 def test_recipe_reaches_the_real_dpo_and_lora_configs():
@@ -51,7 +55,8 @@ def test_recipe_reaches_the_real_dpo_and_lora_configs():
     assert args.lr_scheduler_kwargs == {"num_cycles": 0.5}
     assert (args.warmup_steps, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (0.05, 1, 8)
     assert (args.seed, args.data_seed, args.max_grad_norm, args.weight_decay) == (42, 42, 1.0, 0.0)
-    assert args.max_length is None  # never truncated: longer pairs are dropped before the collator
+    assert (args.max_length, args.truncation_mode) == (40960, "keep_start")  # the card's: TRL cuts the end
+    assert t.model_copy(update={"long_pairs": "drop"}).dpo_config("out", bf16=False).max_length is None
     assert (args.save_steps, args.eval_steps, args.eval_on_start, args.report_to) == (0.1, 0.1, True, ["tensorboard"])
     assert args.model_init_kwargs == {"attn_implementation": "sdpa"} and args.activation_checkpointing
     lora = t.lora_config()
@@ -119,7 +124,7 @@ def test_defaults_and_run_dir(tmp_path):
             "exp.yaml: train.lora.use_rslor: not a LoraConfig field (did you mean use_rslora?)",
         ),
         ("name: a\ntrain: {trl: {learning_rate: 1.0e-5}}\n", "train.trl.learning_rate: set by train.learning_rate"),
-        ("name: a\ntrain: {trl: {max_length: 10}}\n", "train.trl.max_length: set by train.max_length (longer pairs"),
+        ("name: a\ntrain: {trl: {max_length: 10}}\n", "train.trl.max_length: set by train.max_length and"),
         ("name: a\ntrain: {lora: {r: 8}}\n", "exp.yaml: train.lora.r: set by train.lora_r"),
         ("name: a\ntrain: {trl: {loss_type: [sigmoid, nope]}}\n", "train.trl.loss_type: unknown ['nope']"),
         ("name: a\ntrain: {trl: {loss_type: [ipo], loss_weights: [1, 2]}}\n", "train.trl.loss_weights: one weight"),
@@ -246,3 +251,37 @@ def test_reference_generation_uses_qwen3_thinking_sampling():
     s = cfg.generate.sampling
     assert (s.temperature, s.top_p, s.top_k, s.min_p) == (0.6, 0.95, 20, 0.0)
     assert cfg.judges.min_label_mass == 0.5
+
+
+@pytest.mark.parametrize("world, accumulation", [(1, 8), (2, 4), (4, 2), (8, 1)])
+def test_the_global_batch_is_the_cards_on_any_number_of_processes(world, accumulation):
+    """train.batch_size is the global batch: the accumulation is derived from the processes, so 8 GPUs train the
+    card's 2,412 steps of 8 pairs, not 302 steps of 64."""
+    t = load_config(CONFIGS / "qwen3-8b-legibility-dpo.yaml").train
+    assert t.accumulation(world) == accumulation
+    args = t.dpo_config("out", world, bf16=False)
+    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * world == 8
+    assert t.trl_kwargs(world)["gradient_accumulation_steps"] == accumulation
+
+
+def test_a_batch_that_does_not_divide_is_one_line():
+    t = load_config(CONFIGS / "qwen3-8b-legibility-dpo.yaml").train
+    with pytest.raises(
+        LegibilityError,
+        match=r"^train\.batch_size: 8 \(the global batch\) is not a multiple of "
+        r"per_device_train_batch_size 1 x 3 process\(es\) = 3;",
+    ) as e:
+        t.accumulation(3)
+    assert "\n" not in str(e.value)
+    with pytest.raises(LegibilityError, match=r"x 8 process\(es\) = 16"):
+        t.model_copy(update={"per_device_train_batch_size": 2}).dpo_config("out", 8)
+
+
+def test_gradient_accumulation_is_not_a_setting(tmp_path):
+    """It is derived (else a GPU count would change the recipe): the old key names what to set instead."""
+    with pytest.raises(LegibilityError, match=r"gradient_accumulation_steps is derived .* set train\.batch_size"):
+        load_config(_write(tmp_path, "name: x\ntrain: {gradient_accumulation_steps: 1}\n"))
+    with pytest.raises(LegibilityError, match=r"unknown key 'train\.gradient_accumulation_steps'"):
+        load_config(CONFIGS / "demo.yaml", ["train.gradient_accumulation_steps=8"])
+    with pytest.raises(LegibilityError, match=r"train\.trl\.gradient_accumulation_steps: derived from"):
+        load_config(CONFIGS / "demo.yaml", ["train.trl.gradient_accumulation_steps=8"]).train.check()

@@ -46,7 +46,7 @@ def test_readme_states_the_demo_configs_training() -> None:
     m = re.search(r"(\d+) DPO \+ LoRA steps at learning rate (\S+) with the reference loss \(batch (\d+);", para)
     assert m, para[:600]
     assert int(m[1]) == cfg.train.max_steps and float(m[2]) == cfg.train.learning_rate
-    assert int(m[3]) == cfg.train.per_device_train_batch_size * cfg.train.gradient_accumulation_steps
+    assert int(m[3]) == cfg.train.batch_size
     tokens = re.search(r"pairs of at most (\d+) tokens", para)
     assert tokens and int(tokens[1]) == cfg.pairs.max_length == cfg.train.max_length
     ref = re.search(r"The learning rate is not the reference's ([\d.e-]+):", para)

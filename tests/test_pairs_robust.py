@@ -341,3 +341,67 @@ def test_regression_a_cot_holding_think_close_is_skipped_not_paired() -> None:
     assert {p.trace_id for p in pairset.all} == {t.id for t in good}
     with pytest.raises(ValueError, match="holds </think>"):
         completion(bad.reasoning, bad.answer_text)
+
+
+class Spy:
+    """A tokenizer that records each Python-side call: (batch size, offsets asked for)."""
+
+    def __init__(self, tok: Any) -> None:
+        self.tok, self.calls = tok, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tok, name)
+
+    def __call__(self, texts: list[str], **kw: Any) -> Any:
+        self.calls.append((len(texts), bool(kw.get("return_offsets_mapping"))))
+        return self.tok(texts, **kw)
+
+
+def test_lengths_in_one_pass_without_offsets_and_offsets_only_for_the_long_sides(traces: list[Trace], tok: Any) -> None:
+    """Every length comes from the Rust encoder without offsets; only the distinct sides over the limit are
+    tokenized with offsets (for the cut), in batches, and the result is the same as with the slow path."""
+    from legibility.pairs import _count, _key
+
+    cfg = PairsConfig(max_length=2500, val_fraction=0.3, tokenizer="embedded")
+    sub = [t for t in traces if t.generator.endswith("Qwen-7B")]
+    built = build_pairs(sub, cfg)
+    lengths = token_lengths(built.all, tok)
+    long = {_key(p.prompt, s) for p, ab in zip(built.all, lengths, strict=True)
+            for s, n in zip((p.chosen, p.rejected), ab, strict=True) if n > 2500}  # fmt: skip
+    spy = Spy(tok)
+    fitted = fit_to_length(built, cfg, spy)
+    assert len(long) > 32 and spy.calls == [(min(32, len(long) - i), True) for i in range(0, len(long), 32)]
+    texts = [completion(t.reasoning, t.answer_text) for t in sub[:20]] + ["<think>\n</think>\n\n<|im_end|> x"]
+    assert _count(tok, texts) == [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+
+    class Slow(Spy):  # no Rust encoder: the tokenizer's own call, the same pairs
+        backend_tokenizer = None
+
+    slow = fit_to_length(built, cfg, Slow(tok))
+    assert slow == fitted
+
+
+def test_keep_leaves_long_pairs_whole_for_the_trainer_and_counts_them(traces: list[Trace], tok: Any) -> None:
+    cfg = PairsConfig(max_length=2500, long_pairs="keep", val_fraction=0.3, tokenizer="embedded")
+    sub = [t for t in traces if t.generator.endswith("Qwen-7B")]
+    built = build_pairs(sub, cfg)
+    over = sum(max(a, b) > 2500 for a, b in token_lengths(built.all, tok))
+    ps = fit_to_length(built, cfg, tok)
+    assert ps.all == built.all and 0 < over == ps.long["over_max_length"]
+    assert (ps.long["dropped"], ps.long["truncated_chosen"], ps.long["truncated_rejected"]) == (0, 0, 0)
+    assert pair_stats(ps, cfg, tok, "embedded")["tokens"]["train"]["over_max_length"] > 0
+
+
+def test_a_rebuild_with_long_pair_cuts_is_byte_identical(traces: list[Trace], tmp_path: Path) -> None:
+    """Same config and seed, same bytes, when lengths are measured and CoTs cut (the tokenizer's threads too)."""
+    from legibility.pairs import build_and_write
+
+    cfg = PairsConfig(max_length=2500, val_fraction=0.3, tokenizer="embedded")
+    sub = [t for t in traces if t.generator.endswith("Qwen-7B")]
+    names = ("train.jsonl", "val.jsonl", "together_train.jsonl", "together_val.jsonl", "stats.json", "split.json")
+    out = []
+    for run in ("a", "b"):
+        _, stats = build_and_write(sub, cfg, tmp_path / run)
+        assert stats["long_pairs"]["truncated_chosen"] + stats["long_pairs"]["truncated_rejected"] > 0
+        out.append({n: (tmp_path / run / n).read_bytes() for n in names})
+    assert out[0] == out[1]

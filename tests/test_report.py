@@ -341,7 +341,7 @@ def test_batch_is_labelled_as_the_global_batch(tmp_path: Path) -> None:
     md = (run / "report.md").read_text(encoding="utf-8")
     assert "global batch 64 pairs per optimizer step (all processes together)" in md
     assert "per process" not in md and "batch 8 " not in md
-    parts = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8, "world_size": 8}
+    parts = {"batch": {"global": 64, "per_device": 1, "gradient_accumulation_steps": 8, "world_size": 8}}
     path.write_text(json.dumps(summ | parts))
     write_report(run)
     md = (run / "report.md").read_text(encoding="utf-8")

@@ -372,6 +372,16 @@ def test_an_adapter_trained_outside_the_runner_is_adopted_only_when_it_matches(
                                                             "start") + ".*" + re.escape(message)):  # fmt: skip
             run_here(config(done, *extra), **kw)
         assert R.read_state(done, "train") is None
+    summary = done / "train" / "summary.json"
+    trained = json.loads(summary.read_text())
+    assert trained["batch"]["global"] == 2  # the demo's batch_size
+    for batch in ({**trained["batch"], "gradient_accumulation_steps": 8, "global": 16}, None):  # 8 GPUs, old record
+        summary.write_text(json.dumps({**trained, "batch": batch}))
+        with pytest.raises(LegibilityError, match=rf"; its global batch was {batch and 16}, this config's train\."):
+            run_here(config(done))
+    data, mtime = before["train/summary.json"]
+    summary.write_bytes(data)
+    os.utime(summary, ns=(mtime, mtime))
     (done / "pairs" / "train.jsonl").write_bytes(before["pairs/train.jsonl"][0] + b"\n")
     with pytest.raises(LegibilityError, match=r"on another train\.jsonl"):
         run_here(config(done))  # pairs is up to date (its inputs did not change); its output did

@@ -244,7 +244,7 @@ def test_submit_sends_what_the_sdk_builds_from_our_request(cfg, monkeypatch):
 def test_the_sdk_refuses_a_request_outside_the_models_limits(cfg, monkeypatch):
     """What the fake client never checked: the SDK validates against the model's limits before sending a job; its
     ValueError is a one-line error naming the step (no traceback)."""
-    big = cfg.model_copy(update={"train": cfg.train.model_copy(update={"per_device_train_batch_size": 64})})
+    big = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": 64})})
     with pytest.raises(LegibilityError, match="batch size") as info:
         submit_offline(big, monkeypatch)
     assert "job creation" in str(info.value) and "\n" not in str(info.value)

@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,11 +23,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from legibility.config import REFERENCE_TARGET_MODULES, ExperimentConfig, TrainConfig
 from legibility.errors import LegibilityError
 from legibility.train import (
+    batch_plan,
     last_checkpoint,
     length_report,
     read_pairs,
     run_training,
     train_from_config,
+    world_size,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -172,6 +175,54 @@ def test_length_report_drops_long_pairs(embedded_dir):
     assert keep == [] and rep["dropped_too_long"] == 8
 
 
+def test_length_report_truncates_as_the_card_counts(embedded_dir):
+    """long_pairs truncate: every pair over the limit stays (TRL cuts its end) and is counted, exactly those."""
+    from legibility.models import load_tokenizer
+
+    tok = load_tokenizer(embedded_dir)
+    pairs = read_pairs(TRAIN)
+    lengths = _trl_lengths(tok, TRAIN)
+    limit = sorted(lengths)[len(lengths) // 2]
+    keep, rep = length_report(pairs, tok, max_length=limit, policy="truncate")
+    assert keep == list(range(8)) and rep["dropped_too_long"] == 0
+    assert rep["truncated"] == sum(n > limit for n in lengths) > 0
+    assert rep["truncated_ids"] == [p.id for p, n in zip(pairs, lengths, strict=True) if n > limit]
+    assert rep["longest_kept_tokens"] == limit < rep["longest_tokens"]
+    keep, rep = length_report(pairs, tok, max_length=10, policy="truncate")  # the prompt alone fills 10 tokens:
+    assert keep == [] and rep["dropped_too_long"] == 8 and rep["truncated"] == 0  # TRL would filter them out
+
+
+@pytest.mark.parametrize("world, accumulation", [(1, 8), (2, 4), (4, 2), (8, 1)])
+def test_the_launchers_world_size_sets_the_accumulation(monkeypatch, world, accumulation):
+    """WORLD_SIZE (torchrun, accelerate launch) and the per-device batch make the card's global batch of 8."""
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    plan = batch_plan(TrainConfig(), world_size())
+    assert plan == {"world_size": world, "per_device": 1, "gradient_accumulation_steps": accumulation, "global": 8}
+    monkeypatch.delenv("WORLD_SIZE")
+    assert world_size() == 1
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(LegibilityError, match=r"^train\.batch_size: 8 \(the global batch\) is not a multiple"):
+        batch_plan(TrainConfig(), world_size())
+
+
+def test_a_batch_that_does_not_divide_fails_before_the_model_loads(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    r = subprocess.run(
+        [sys.executable, "-m", "legibility.train", str(_cfg_file(tmp_path, _cfg("no-such-model", tmp_path)))],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stderr.startswith("error: train.batch_size: 2 (the global batch) is not a multiple")
+    assert r.stderr.count("\n") == 1, r.stderr
+
+
+def _cfg_file(tmp_path: Path, cfg: ExperimentConfig) -> Path:
+    from legibility.config import dump_config
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(dump_config(cfg))
+    return path
+
+
 # ------------------------------------------------------------------------------------------ tiny Qwen3
 
 
@@ -209,8 +260,10 @@ def tiny_qwen3(tmp_path_factory) -> Path:
 
 
 def _cfg(model: str, run_dir: Path, trl: dict | None = None, **train) -> ExperimentConfig:
+    """One process, one micro-batch per step (the global batch is the per-device one unless `batch_size` is set)."""
+    per_device = train.get("per_device_train_batch_size", 2)
     base = {"train_file": str(TRAIN), "eval_file": str(VAL), "max_length": 256, "per_device_train_batch_size": 2,
-            "gradient_accumulation_steps": 1, "learning_rate": 1e-3}  # fmt: skip
+            "batch_size": per_device, "learning_rate": 1e-3}  # fmt: skip
     base_trl = {"per_device_eval_batch_size": 4, "activation_checkpointing": False, "save_steps": 2}
     return ExperimentConfig(
         name="t", run_dir=str(run_dir), model=model, train={**base, **train, "trl": {**base_trl, **(trl or {})}}
@@ -288,6 +341,31 @@ def test_train_drops_long_pairs_never_truncates(tiny_qwen3, tmp_path):
         train_from_config(_cfg(str(tiny_qwen3), tmp_path / "b", max_steps=1, max_length=10, eval_file=None))
 
 
+def test_train_truncates_long_pairs_the_cards_way(tiny_qwen3, tmp_path):
+    """long_pairs truncate: TRL's collator cuts at max_length (keep_start), and the count is the card's note."""
+    from legibility.models import load_tokenizer
+    from legibility.report.training import section
+    from legibility.results import _train_log
+
+    lengths = _trl_lengths(load_tokenizer(str(tiny_qwen3)), TRAIN)
+    limit = sorted(lengths)[len(lengths) // 2]
+    cfg = _cfg(str(tiny_qwen3), tmp_path, max_steps=1, max_length=limit, eval_file=None, long_pairs="truncate",
+               batch_size=4)  # fmt: skip
+    out = train_from_config(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    rep = summary["data"]["train"]
+    n = sum(n > limit for n in lengths)
+    assert rep["kept"] == 8 and rep["truncated"] == n > 0 and rep["note"] == f"{n} of 8 training samples truncated"
+    assert (summary["trl_args"]["max_length"], summary["trl_args"]["truncation_mode"]) == (limit, "keep_start")
+    assert summary["batch"] == {"world_size": 1, "per_device": 2, "gradient_accumulation_steps": 2, "global": 4}
+    assert summary["trl_args"]["gradient_accumulation_steps"] == 2 and summary["effective_batch_size"] == 4
+
+    res = SimpleNamespace(train_summary=summary, train_log=_train_log(out / "metrics.jsonl"))
+    (facts, *_) = section(res).children[0].blocks  # what the report says of the run, first
+    assert "global batch 4 (1 process(es) x 2 per device x 2 accumulation)" in facts.text
+    assert f"{n} of 8 training samples truncated at {limit} tokens (train file)" in facts.text
+
+
 def test_unknown_target_module(tiny_qwen3, tmp_path):
     cfg = _cfg(str(tiny_qwen3), tmp_path, max_steps=1, lora_target_modules=["q_proj", "qkv_proj"])
     with pytest.raises(LegibilityError, match="qkv_proj"):
@@ -358,3 +436,23 @@ def test_kill_and_resume_embedded(embedded_dir, tmp_path):
     assert steps == list(range(1, uninterrupted_steps + 1))
     for path in (out / "checkpoint-2", out / "adapter"):
         PeftModel.from_pretrained(load_model("embedded"), path)
+
+
+@pytest.mark.slow
+def test_two_real_processes_train_the_global_batch(embedded_dir, tmp_path):
+    """torchrun starts two gloo processes on CPU (world size 2): accumulation 1 makes the global batch of 2, the
+    two ranks agree, and summary.json records how (~1 minute on 2 cores)."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cfg = _cfg("embedded", tmp_path, per_device_train_batch_size=1, batch_size=2, max_steps=2, eval_file=None,
+               max_length=128, learning_rate=1e-4, trl={"save_steps": 100})  # fmt: skip
+    r = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "-m", "legibility.train", str(_cfg_file(tmp_path, cfg)),
+         "--set", "train.trl.use_cpu=true"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "train" / "summary.json").read_text())
+    assert summary["batch"] == {"world_size": 2, "per_device": 1, "gradient_accumulation_steps": 1, "global": 2}
+    assert summary["global_step"] == 2 and summary["trl_args"]["use_cpu"] is True
+    assert r.stderr.count("trained 2 steps") == 2  # both ranks ran to the end

@@ -131,9 +131,11 @@ class PairsConfig(BaseModel):
     """Tokenizer for length statistics and the long-pair policy: a local path, or "embedded"; None skips both."""
     max_length: int = 40960
     """Token limit of prompt+completion (the trainer's max_length)."""
-    long_pairs: Literal["truncate_cot", "drop"] = "truncate_cot"
+    long_pairs: Literal["truncate_cot", "drop", "keep"] = "truncate_cot"
     """A pair over max_length never loses its final answer: truncate_cot cuts the CoT (at a sentence boundary) of the
-    over-long side(s) so the whole fits; drop leaves the pair out. Both are counted in stats.json."""
+    over-long side(s) so the whole fits; drop leaves the pair out; keep leaves it as it is, for training with
+    train.long_pairs: truncate (the reference card's way: the trainer cuts the sequence's end). All are counted in
+    stats.json."""
     system_prompt: str | None = None
     strict: bool = False
     """Fail on the first trace whose transforms raise; by default it is counted (with its id) in stats.json."""
@@ -161,11 +163,13 @@ TRL_DEFAULTS: dict[str, Any] = {
 # value cannot be spelt two ways.
 _TRL_OWNED = {
     **{k: f"set by train.{k} (a recipe field both backends read)" for k in (
-        "beta", "learning_rate", "lr_scheduler_type", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "beta", "learning_rate", "lr_scheduler_type", "per_device_train_batch_size",
         "num_train_epochs", "max_steps", "max_grad_norm", "weight_decay", "seed")},
+    "gradient_accumulation_steps": "derived from train.batch_size (the global batch) / "
+                                   "(per_device_train_batch_size x processes)",
     "warmup_steps": "set by train.warmup_ratio (a recipe field both backends read)",
-    "max_length": "set by train.max_length (longer pairs are dropped, never truncated)",
-    "truncation_mode": "set by train.max_length (longer pairs are dropped, never truncated)",
+    "max_length": "set by train.max_length and train.long_pairs",
+    "truncation_mode": "set by train.long_pairs (truncate keeps the start)",
     "output_dir": "set by --out (default {run_dir}/train)",
 }  # fmt: skip
 _LORA_OWNED = {"r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
@@ -221,9 +225,12 @@ class TrainConfig(BaseModel):
     """Cosine cycles (TRL: lr_scheduler_kwargs.num_cycles; 0.5 = a half cosine down to 0)."""
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     """Share of steps spent warming up (TRL: `warmup_steps`, which transformers 5 reads as a ratio below 1)."""
+    batch_size: int = Field(default=8, ge=1)
+    """The GLOBAL batch: pairs per optimizer step over every process (reference: 8; Together: `batch_size`). The
+    gradient accumulation is derived at start-up, batch_size / (per_device_train_batch_size x processes), so the
+    recipe is the same on 1 GPU or 8; a batch that does not divide is an error."""
     per_device_train_batch_size: int = Field(default=1, ge=1)
-    gradient_accumulation_steps: int = Field(default=8, ge=1)
-    """Effective batch = per_device_train_batch_size * gradient_accumulation_steps * processes (reference: 8)."""
+    """Pairs per process in one forward/backward: a memory setting, not part of the recipe (see batch_size)."""
     num_train_epochs: float = Field(default=1.0, gt=0)
     max_steps: int = -1
     """Positive: stop after this many optimizer steps (overrides epochs)."""
@@ -234,8 +241,13 @@ class TrainConfig(BaseModel):
 
     # --- data
     max_length: int = Field(default=40960, ge=8)
-    """Tokens of prompt+completion, counted as TRL tokenizes. Longer pairs are dropped and counted (data_report.json),
-    never truncated, so no pair loses its final answer (the pairs stage already cuts CoTs to fit)."""
+    """Tokens of prompt+completion, counted as TRL tokenizes. What happens to longer pairs: `long_pairs`."""
+    long_pairs: Literal["drop", "truncate"] = "drop"
+    """drop: a pair with a side longer than max_length is left out and counted, so no pair loses its final answer
+    (the pairs stage already cuts CoTs to fit); truncate: the reference card's way, TRL cuts each longer sequence's
+    end at max_length (DPOConfig max_length, truncation_mode keep_start), counted as "N of M training samples
+    truncated" (data_report.json, summary.json, the report); a pair whose prompt alone fills max_length is dropped
+    (TRL would leave it no completion token) and counted."""
     packing: Literal[False] = False
     """No packing (reference). TRL's DPOTrainer does not pack; kept so the recipe is explicit."""
     train_file: str = "{run_dir}/pairs/train.jsonl"
@@ -265,10 +277,31 @@ class TrainConfig(BaseModel):
     """Any other LoraConfig field, e.g. {use_rslora: true, bias: all}; bias "none", task_type "CAUSAL_LM" unless
     set. r, lora_alpha, lora_dropout and target_modules are the lora_* fields above."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_accumulation(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "gradient_accumulation_steps" in data:
+            raise ValueError(
+                "gradient_accumulation_steps is derived at start-up from batch_size (the global batch) / "
+                "(per_device_train_batch_size x processes): set train.batch_size instead"
+            )
+        return data
+
     @property
     def effective_batch_size(self) -> int:
-        """Per process; multiply by the number of processes under accelerate."""
-        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+        """The global batch (`batch_size`), whatever the number of processes."""
+        return self.batch_size
+
+    def accumulation(self, world_size: int) -> int:
+        """Gradient accumulation steps that make `batch_size` on `world_size` processes; one line when it cannot."""
+        per_step = self.per_device_train_batch_size * world_size
+        if world_size < 1 or self.batch_size % per_step:
+            raise LegibilityError(
+                f"train.batch_size: {self.batch_size} (the global batch) is not a multiple of "
+                f"per_device_train_batch_size {self.per_device_train_batch_size} x {world_size} process(es) = "
+                f"{per_step}; change train.batch_size, train.per_device_train_batch_size or the number of processes"
+            )
+        return self.batch_size // per_step
 
     def trl_loss(self) -> tuple[list[str], list[float]]:
         """TRL's (loss_type, loss_weights): the reference names mapped, unless `trl.loss_type` replaces them."""
@@ -283,8 +316,9 @@ class TrainConfig(BaseModel):
             weights.append(self.rpo_alpha)
         return types, weights
 
-    def trl_kwargs(self) -> dict[str, Any]:
-        """DPOConfig keyword arguments but output_dir: the recipe in TRL's names, then TRL_DEFAULTS, then `trl:`."""
+    def trl_kwargs(self, world_size: int = 1) -> dict[str, Any]:
+        """DPOConfig keyword arguments but output_dir: the recipe in TRL's names, then TRL_DEFAULTS, then `trl:`.
+        `world_size`: the processes training together (the accumulation makes the global batch)."""
         types, weights = self.trl_loss()
         kw: dict[str, Any] = {
             **TRL_DEFAULTS,
@@ -296,14 +330,16 @@ class TrainConfig(BaseModel):
             "warmup_steps": self.warmup_ratio,
             "per_device_train_batch_size": self.per_device_train_batch_size,
             "per_device_eval_batch_size": self.per_device_train_batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "gradient_accumulation_steps": self.accumulation(world_size),
             "num_train_epochs": self.num_train_epochs,
             "max_steps": self.max_steps,
             "max_grad_norm": self.max_grad_norm,
             "weight_decay": self.weight_decay,
             "seed": self.seed,
             "data_seed": self.seed,
-            "max_length": None,  # the limit is enforced by dropping longer pairs first: the collator never truncates
+            # drop: longer pairs are left out first, so the collator never truncates; truncate: TRL cuts the end
+            "max_length": self.max_length if self.long_pairs == "truncate" else None,
+            "truncation_mode": "keep_start",
         }
         if self.lr_scheduler_type.startswith("cosine"):
             kw["lr_scheduler_kwargs"] = {"num_cycles": self.num_cycles}
@@ -328,8 +364,9 @@ class TrainConfig(BaseModel):
             **self.lora,
         }
 
-    def dpo_config(self, output_dir: str, **overrides: Any) -> Any:
-        """The real `trl.DPOConfig` (`overrides`: run-time values such as bf16). Errors name `train.trl.<field>`."""
+    def dpo_config(self, output_dir: str, world_size: int = 1, **overrides: Any) -> Any:
+        """The real `trl.DPOConfig` for `world_size` processes (`overrides`: run-time values such as bf16). Errors
+        name `train.trl.<field>`."""
         import warnings
 
         from trl import DPOConfig
@@ -351,7 +388,7 @@ class TrainConfig(BaseModel):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # deprecation chatter; the run logs it once
-                return DPOConfig(output_dir=output_dir, **{**self.trl_kwargs(), **overrides})
+                return DPOConfig(output_dir=output_dir, **{**self.trl_kwargs(world_size), **overrides})
         except (TypeError, ValueError, KeyError) as e:
             where = _culprit("trl", self.trl, e)
             raise LegibilityError(f"{where}: DPOConfig refused it: {_first_line(e)}") from None

@@ -142,6 +142,10 @@ def _adopt_train(cfg: ExperimentConfig, forced: bool) -> str | None:
     for section in ("model", "train"):
         if prov["config"].get(section) != _plain(getattr(cfg, section)):
             raise LegibilityError(f"{why}; its {section} differs from this config's: move it away or use its config")
+    trained = (summary.get("batch") or {}).get("global")
+    if trained != cfg.train.batch_size:  # what the steps were, whatever the config said (and older runs' record)
+        raise LegibilityError(f"{why}; its global batch was {trained}, this config's train.batch_size is "
+                              f"{cfg.train.batch_size}: move it away or train again")  # fmt: skip
     files = {i["path"]: i["sha256"] for i in prov["inputs"]}
     for path in _train_inputs(cfg):
         if str(path) in files and files[str(path)] != _hash_path(path):

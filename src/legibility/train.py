@@ -13,12 +13,15 @@ The reference model is the base model with the LoRA adapters disabled (PEFT defa
 TRL's rewards/* metrics sum the log ratios; `LegibilityDPOTrainer` also logs the normalized ones the loss compares,
 and the model's own preference, overall and per transform, from step 0 on (see its docstring).
 
-Pairs longer than `train.max_length` (prompt+completion, as TRL tokenizes) are dropped and counted, never truncated:
-a truncated pair would lose its final answer.
+Pairs longer than `train.max_length` (prompt+completion, as TRL tokenizes) are dropped and counted
+(`train.long_pairs: drop`, ours: a truncated pair would lose its final answer), or truncated by TRL's collator at
+max_length keeping the start and counted exactly as the reference card did ("N of M training samples truncated",
+`train.long_pairs: truncate`): the count is made here with TRL's own tokenization, before training.
 
-Multi-GPU: `accelerate launch --config_file configs/accelerate/ddp.yaml -m legibility.train CONFIG` (see
-configs/accelerate/ for DDP, FSDP and DeepSpeed ZeRO-3 examples). The effective batch is
-per_device_train_batch_size * gradient_accumulation_steps * number of processes.
+Batch: `train.batch_size` is the global batch (the card's 8). At start-up the gradient accumulation is derived from
+the number of processes (WORLD_SIZE, set by torchrun and accelerate) and the per-device batch, so
+`accelerate launch --config_file configs/accelerate/ddp.yaml -m legibility.train CONFIG` on 8 GPUs trains the same
+recipe as one GPU; summary.json records world size, per-device batch, accumulation and global batch.
 """
 
 from __future__ import annotations
@@ -101,28 +104,69 @@ def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation_pro
     return list(out["input_ids"])
 
 
-def length_report(pairs: list[TrainPair], tokenizer: Any, max_length: int) -> tuple[list[int], dict[str, Any]]:
-    """The pairs that fit, and a report of those that do not.
+def world_size() -> int:
+    """Processes training together, as the launcher announces them (torchrun and accelerate set WORLD_SIZE)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise LegibilityError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r}: not a number of processes") from None
+
+
+def batch_plan(t: TrainConfig, world: int) -> dict[str, int]:
+    """How the global batch is made on `world` processes (summary.json's `batch`)."""
+    accumulation = t.accumulation(world)
+    return {
+        "world_size": world,
+        "per_device": t.per_device_train_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "global": world * t.per_device_train_batch_size * accumulation,
+    }
+
+
+def truncation_note(report: dict[str, Any], split: str) -> str:
+    """The reference card's wording: "N of M training samples truncated"."""
+    return f"{report['truncated']} of {report['pairs']} {split} samples truncated"
+
+
+def length_report(
+    pairs: list[TrainPair], tokenizer: Any, max_length: int, policy: str = "drop"
+) -> tuple[list[int], dict[str, Any]]:
+    """The pairs that train, and a report of those over max_length.
 
     A pair's length is that of its longer side, prompt+completion tokenized with the chat template as DPOTrainer
-    does (the sequence TRL builds is exactly that long). Longer pairs are dropped, never truncated, so no pair loses
-    its final answer; drops are counted per transform, since a transform that lengthens one side is dropped more.
+    does (the sequence TRL builds is exactly that long). "drop": longer pairs are left out, so no pair loses its
+    final answer; drops are counted per transform, since a transform that lengthens one side is dropped more.
+    "truncate": longer pairs stay and TRL's collator cuts them (keep_start): counted as truncated, exactly the
+    pairs TRL will cut; one whose prompt alone fills max_length (TRL would filter it out) is dropped and counted.
     """
-    keep, dropped, longest_kept, longest = [], [], 0, 0
+    from trl.data_utils import common_prefix_length
+
+    keep, dropped, truncated, longest_kept, longest = [], [], [], 0, 0
     for i, p in enumerate(pairs):
-        n = max(len(_chat_ids(tokenizer, _msgs(p.prompt + c))) for c in (p.chosen, p.rejected))
+        sides = [_chat_ids(tokenizer, _msgs(p.prompt + c)) for c in (p.chosen, p.rejected)]
+        n = max(map(len, sides))
         longest = max(longest, n)
         if n > max_length:
-            dropped.append(p)
-            continue
-        longest_kept = max(longest_kept, n)
+            if policy != "truncate":
+                dropped.append(p)
+                continue
+            prompt = _chat_ids(tokenizer, _msgs(p.prompt), add_generation_prompt=True)
+            if min(common_prefix_length(prompt, ids) for ids in sides) >= max_length:
+                dropped.append(p)
+                continue
+            truncated.append(p)
+        longest_kept = max(longest_kept, min(n, max_length))
         keep.append(i)
     return keep, {
         "pairs": len(pairs),
         "kept": len(keep),
+        "policy": policy,
         "dropped_too_long": len(dropped),
         "dropped_by_transform": dict(sorted(Counter(p.transform for p in dropped).items())),
         "dropped_ids": [p.id for p in dropped[:20]],
+        "truncated": len(truncated),
+        "truncated_by_transform": dict(sorted(Counter(p.transform for p in truncated).items())),
+        "truncated_ids": [p.id for p in truncated[:20]],
         "longest_kept_tokens": longest_kept,
         "longest_tokens": longest,
         "max_length": max_length,
@@ -429,6 +473,7 @@ def run_training(
         if p is not None and not p.is_file():
             raise LegibilityError(f"{p}: no such file (build the pairs first: legibility pairs build)")
     t.check()  # a bad TRL or PEFT option fails here, before anything is loaded or written
+    batch = batch_plan(t, world_size())  # so does a global batch the processes cannot make
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = last_checkpoint(out)
     if checkpoint is not None and not resume:
@@ -443,15 +488,22 @@ def run_training(
     eval_pairs = read_pairs(eval_path) if eval_path else []
     model_dir = resolve_model(model)
     tokenizer = load_tokenizer(model_dir, resolve_chat_template(t.chat_template))
-    keep, report = length_report(train_pairs, tokenizer, t.max_length)
-    eval_keep, eval_report = length_report(eval_pairs, tokenizer, t.max_length) if eval_pairs else ([], {})
+    keep, report = length_report(train_pairs, tokenizer, t.max_length, t.long_pairs)
+    eval_keep, eval_report = (
+        length_report(eval_pairs, tokenizer, t.max_length, t.long_pairs) if eval_pairs else ([], {})
+    )
     if t.max_eval_pairs is not None and len(eval_keep) > t.max_eval_pairs:
         eval_keep = stratified_sample(eval_keep, [p.transform for p in eval_pairs], t.max_eval_pairs, t.seed)
         eval_report["evaluated"] = len(eval_keep)
-    for name, r in (("train", report), ("eval", eval_report)):
+    for name, r in (("training", report), ("validation", eval_report)):
+        if r and r["truncated"]:
+            r["note"] = truncation_note(r, name)
+            log.warning("%s at max_length %d tokens (by transform: %s)", r["note"], t.max_length,
+                        r["truncated_by_transform"])  # fmt: skip
         if r and r["dropped_too_long"]:
-            log.warning("%s: %d of %d pairs dropped, longer than max_length %d tokens (by transform: %s)",
-                        name, r["dropped_too_long"], r["pairs"], t.max_length, r["dropped_by_transform"])  # fmt: skip
+            why = "prompt alone fills" if t.long_pairs == "truncate" else "longer than"
+            log.warning("%s: %d of %d pairs dropped, %s max_length %d tokens (by transform: %s)", name,
+                        r["dropped_too_long"], r["pairs"], why, t.max_length, r["dropped_by_transform"])  # fmt: skip
     if not keep:
         raise LegibilityError(
             f"{train_path}: every pair is longer than train.max_length={t.max_length} tokens (the longest "
@@ -476,7 +528,10 @@ def run_training(
         runtime.update(eval_strategy="no", eval_on_start=False)
     elif checkpoint is not None and resume:
         runtime["eval_on_start"] = False  # step 0 is on record from the first run
-    args = t.dpo_config(str(out), **runtime)
+    args = t.dpo_config(str(out), batch["world_size"], **runtime)
+    if args.world_size != batch["world_size"]:
+        raise LegibilityError(f"the launcher runs {args.world_size} processes but WORLD_SIZE is "
+                              f"{batch['world_size']}: start training with torchrun or accelerate launch")  # fmt: skip
     peft_config = t.lora_config()
     # TRL reads model_init_kwargs only when it loads the model itself; we load it (the embedded model, the target
     # module check), with the same meaning.
@@ -523,10 +578,11 @@ def run_training(
                 "final_eval": final_eval,
                 "loss_type": loss_type,
                 "loss_weights": loss_weights,
-                "effective_batch_size": t.effective_batch_size * trainer.args.world_size,
+                "effective_batch_size": batch["global"],
+                "batch": batch,
                 "transforms": transforms,
                 "data": {"train": report, "eval": eval_report},
-                "trl_args": {**t.trl_kwargs(), **runtime},
+                "trl_args": {**t.trl_kwargs(batch["world_size"]), **runtime},
                 "lora_args": t.lora_kwargs(),
                 "provenance": provenance(experiment or t, [p for p in (train_path, eval_path) if p], t.seed),
                 "adapter": str(out / "adapter"),

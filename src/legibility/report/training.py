@@ -52,6 +52,9 @@ def _curves(res: Any) -> Section:
     batch = batch_fact(summ)
     if batch:
         facts.append(batch)
+    for split, r in (summ.get("data") or {}).items():
+        if isinstance(r, dict) and r.get("note"):
+            facts.append(f"{r['note']} at {fmt(r['max_length'])} tokens ({split} file)")
     if summ.get("loss_type"):
         weights = summ.get("loss_weights") or []
         pairs = [f"{t}×{fmt(w)}" for t, w in zip(summ["loss_type"], weights, strict=False)] or summ["loss_type"]
@@ -78,15 +81,16 @@ def _curves(res: Any) -> Section:
 
 
 def batch_fact(summ: dict[str, Any]) -> str | None:
-    """The batch per optimizer step as train/summary.json records it: `effective_batch_size` there is already
-    multiplied by the number of processes (the global batch), so it is never "per process"; its parts are shown
-    where the summary records them."""
-    n = summ.get("global_batch_size") or summ.get("effective_batch_size")
+    """The batch per optimizer step as train/summary.json records it: the global batch (over every process), its
+    parts where the summary's `batch` record has them; older summaries' `effective_batch_size` is global too, so it
+    is never "per process"."""
+    b = summ.get("batch") or {}
+    n = b.get("global") or summ.get("effective_batch_size")
     if not n:
         return None
-    parts = [(summ.get(k), label) for k, label in (("per_device_train_batch_size", "per device"),
-                                                   ("gradient_accumulation_steps", "accumulation steps"),
-                                                   ("world_size", "processes"))]  # fmt: skip
+    parts = [(b.get(k), label) for k, label in (("per_device", "per device"),
+                                                ("gradient_accumulation_steps", "accumulation steps"),
+                                                ("world_size", "processes"))]  # fmt: skip
     known = [f"{fmt(v)} {label}" for v, label in parts if v]
     how = " × ".join(known) if len(known) == len(parts) else "all processes together"
     return f"global batch {fmt(n)} pairs per optimizer step ({how})"
