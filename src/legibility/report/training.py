@@ -20,11 +20,11 @@ REFERENCE_LR: float = TrainConfig.model_fields["learning_rate"].default
 """The reference recipe's learning rate (TrainConfig's default, as in configs/qwen3-8b-legibility-dpo.yaml)."""
 
 
-def learning_rate_note(config: dict[str, Any]) -> str | None:
+def learning_rate_note(config: dict[str, Any] | None) -> str | None:
     """One line when the run's learning rate is not the reference's, saying why a short run raises it: a reader
     comparing base and adapter must know the adapter was not trained with the reference recipe. None when it is
     the reference's or the config does not say."""
-    lr = (config.get("train") or {}).get("learning_rate")
+    lr = ((config or {}).get("train") or {}).get("learning_rate")
     if lr is None or float(lr) == REFERENCE_LR:
         return None
     return (
