@@ -64,7 +64,7 @@ def _curves(res: Any) -> Section:
         facts.append(f"mean train loss {fmt(tm['train_loss'])}")
     if facts:
         s.add(Para("; ".join(facts) + "."))
-    if note := learning_rate_note(res.config):
+    if note := learning_rate_note(getattr(res, "config", None)):
         s.add(Para(note))
     png = figures.training_curves(log)
     if png:
