@@ -362,7 +362,7 @@ def test_train_truncates_long_pairs_the_cards_way(tiny_qwen3, tmp_path):
 
     res = SimpleNamespace(train_summary=summary, train_log=_train_log(out / "metrics.jsonl"))
     (facts, *_) = section(res).children[0].blocks  # what the report says of the run, first
-    assert "global batch 4 (1 process(es) x 2 per device x 2 accumulation)" in facts.text
+    assert "global batch 4 pairs per optimizer step (2 per device × 2 accumulation steps × 1 processes)" in facts.text
     assert f"{n} of 8 training samples truncated at {limit} tokens (train file)" in facts.text
 
 
