@@ -195,10 +195,10 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_report.py",),
     ),
     Mutant(
-        "train: empty completion divides by zero tokens (non-finite metrics)",
+        "train: the rejected side's normalized reward divided by the chosen side's token count",
         "src/legibility/train.py",
-        "n = mask.sum(1).clamp(min=1).to(logps)",
-        "n = mask.sum(1).to(logps)",
+        '"rewards_norm": (beta * (pc - rc) / nc, beta * (pr - rr) / nr),',
+        '"rewards_norm": (beta * (pc - rc) / nc, beta * (pr - rr) / nc),',
         ("tests/test_loss.py", "tests/test_train.py"),
     ),
 )

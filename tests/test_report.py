@@ -285,6 +285,10 @@ def expected_rows(tables: Path) -> dict[str, list[list[str]]]:
         out["results-accuracy"].append([r["generator"], r["benchmark"], sig3(r["n"], True), sig3(r["n_problems"], True),
                                         ci(r["accuracy"], r["low"], r["high"]), sig3(r["accuracy_strict"]),
                                         sig3(r["failed"], True)])  # fmt: skip
+    for r in read("paired"):  # no p-value column in the fabricated run
+        diff = ci(r["diff"], r["low"], r["high"])
+        out["results-accuracy"].append([f"{r['a']} − {r['b']}", r["benchmark"], sig3(r["n_problems"], True),
+                                        sig3(r["acc_a"]), sig3(r["acc_b"]), diff])  # fmt: skip
     for r in read("readers"):
         gen = r["generator"] if isinstance(r["generator"], str) else "–"
         subsets = [

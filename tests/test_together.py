@@ -198,7 +198,9 @@ def test_submit_sends_what_the_sdk_builds_from_our_request(cfg, monkeypatch):
     a value out of its model limits raises), and the bodies on the wire carry the recipe of `train:` and
     `together:`: both files uploaded byte for byte, then one DPO + LoRA job on their ids. No key is stored."""
     tc = cfg.together.model_copy(update={"wandb_project_name": "legibility", "wandb_name": "run-1"})
-    cfg = cfg.model_copy(update={"together": tc})
+    train = cfg.train.model_copy(update={"lora_alpha": 32})  # not the rank: a swapped field must show
+    cfg = cfg.model_copy(update={"together": tc, "train": train})
+    assert cfg.train.lora_alpha != cfg.train.lora_r
     api, result = submit_offline(cfg, monkeypatch)
     t, pairs = cfg.train, Path(cfg.run_dir) / "pairs"
 
