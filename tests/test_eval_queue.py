@@ -1,6 +1,7 @@
 """Evaluation as one queue: the pipeline against a served OpenAI-compatible fake writes the same bytes whatever the
 order replies come back in, and the same bytes as the sequential design did (its records, recorded once in
-`fixtures/eval_queue/` from the code before the queue, for the same deterministic server).
+`fixtures/eval_queue/` from the code before the queue, for the same deterministic server; its validity table's
+strength column since set to the reference card's labels, which changed after it was recorded).
 
 Also: a cached rerun sends nothing; the openai backend keeps one bounded pool per endpoint across callers; an
 attempt cannot outlive its deadline against a server that stalls or trickles bytes.

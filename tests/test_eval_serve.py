@@ -150,8 +150,8 @@ def test_generate_stage_through_the_server(server: Served, problems: list[Proble
         for g in records:
             k = g.sample
             assert g.error is None and g.generator == "served" and sum(ch.isalpha() for ch in g.raw) >= 3, g.raw
-            assert g.sampling == {"max_new_tokens": 16, "temperature": 0.7, "top_p": 0.95, "seed": 5 + k,
-                                  "stop": []}  # fmt: skip
+            assert g.sampling == {"max_new_tokens": 16, "temperature": 0.7, "top_p": 0.95, "top_k": None,
+                                  "min_p": 0.0, "seed": 5 + k, "stop": []}  # fmt: skip
             assert 0 < g.meta["completion_tokens"] <= 16 and g.meta["prompt_tokens"] > 0
             assert g.model["name"] == server.model  # the served model names every record
             assert g.model["backend"] == "openai" and g.model["model"] == server.model
@@ -197,7 +197,8 @@ def test_readers_through_the_server(server: Served, items: list[EvalItem], tmp_p
         assert_readings(c2, [f"served/c2/{it.id}" for it in items], transport_ok=True)
         assert_readings(leak, [f"served-leak/leak/{it.id}" for it in items], transport_ok=True)
         for r in [*c1, *c4, *c2]:
-            assert r.error is None or r.error.startswith("undecided grade"), r.error
+            # a reply cut off at the token limit with no complete answer is a failure record, never a verdict
+            assert r.error is None or r.error.startswith(("undecided grade", "truncated:")), r.error
             assert r.text.strip(), r  # the server's reply is on record
         for r in c2:  # the server renders, unprobed, and keeps_think_blocks is not set: the CoT goes as plain text
             assert r.masking["handoff"] == "plain" and r.masking["prompt_version"] == R.PROMPT_VERSION
